@@ -66,15 +66,17 @@ class HelpdeskAdapter(Protocol):
     def changed_since(
         self, since: datetime | None, *, page_size: int, max_pages: int
     ) -> Iterator[TicketRef]:
-        """Tickets updated at or after ``since`` (all when None), oldest first.
+        """Open tickets updated at or after ``since`` (all when None) that need triage.
 
-        Ordered by (updated_at, id) as far as the API allows; pages are fetched
-        lazily and at most ``max_pages`` per call. The caller de-duplicates, so
-        overlapping a little with the previous poll is expected, not an error.
+        "Need triage": no marker, or a re-triage request, and not marked failed;
+        filtered by the helpdesk where its search allows, else after listing.
+        Ordered by (updated_at, id) ascending as far as the API allows; pages
+        are fetched lazily, at most ``max_pages`` per call. The caller
+        de-duplicates, so overlapping the previous poll a little is expected.
         """
 
     def untriaged(self, *, page_size: int, max_pages: int) -> Iterator[TicketRef]:
-        """Open tickets that carry no marker: what the reconcile sweep must still do."""
+        """Every open ticket that needs triage, whenever it changed: the reconcile sweep."""
 
     def get_ticket(self, ticket_id: int) -> Ticket:
         """The ticket, its first customer article, tags, marker, claims and posted footers.
@@ -102,14 +104,22 @@ class HelpdeskAdapter(Protocol):
         Does not write the marker; ``finish`` does, last.
         """
 
-    def finish(self, ticket_id: int, claim: Claim, marker: str) -> None:
-        """Write the marker, clear a re-triage request and drop the claim."""
+    def finish(self, ticket_id: int, claim: Claim, model_version: str) -> None:
+        """Clear a re-triage request, write the marker, drop the claim: in that order.
+
+        Until the claim is gone a crash leaves it behind, and the next worker
+        resumes the same run (same footers, so nothing is posted twice).
+        """
 
     def release(self, ticket_id: int, claim: Claim) -> None:
         """Drop this worker's claim without marking the ticket (lost race, gave up)."""
 
     def mark_failed(self, ticket_id: int, claim: Claim | None) -> None:
-        """Record on the ticket that triage gave up on it (``triage-error``)."""
+        """Record on the ticket that triage gave up on it (``triage-error``) and drop the claim.
+
+        A failed ticket is left out of polls and sweeps until an admin asks
+        for re-triage.
+        """
 
     def verify_webhook(self, headers: Mapping[str, str], body: bytes) -> WebhookEvent:
         """Check the delivery's signature or shared secret, then read the ticket id.
