@@ -199,6 +199,169 @@ def _http_url(value: str) -> str:
     return value
 
 
+class ModelSettings(Section):
+    """Which model to load and how much CPU to give it."""
+
+    path: Path = BUNDLED_MODEL
+    # None: the container's CPU limit (cgroup quota), else the CPUs this process may use.
+    threads: int | None = Field(None, ge=1, le=64)
+    max_batch: int = Field(64, ge=1, le=1024)
+
+
+class ClassThresholds(Section):
+    apply: float | None = Field(None, ge=0, le=1)
+    suggest: float | None = Field(None, ge=0, le=1)
+
+
+class HeadPolicy(Section):
+    """Thresholds of one head: apply at or above ``apply``, suggest at or above ``suggest``."""
+
+    enabled: bool = True
+    apply: float = Field(0.8, ge=0, le=1)
+    suggest: float = Field(0.5, ge=0, le=1)
+    # Whether a prediction below both thresholds puts the ticket up for human review.
+    review_when_unsure: bool = True
+    classes: dict[str, ClassThresholds] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> HeadPolicy:
+        if self.suggest > self.apply:
+            raise ValueError(f"suggest ({self.suggest}) must not exceed apply ({self.apply})")
+        for label, override in self.classes.items():
+            apply = override.apply if override.apply is not None else self.apply
+            suggest = override.suggest if override.suggest is not None else self.suggest
+            if suggest > apply:
+                raise ValueError(f"classes.{label}: suggest ({suggest}) exceeds apply ({apply})")
+        return self
+
+    def thresholds(self, label: str) -> tuple[float, float]:
+        """(apply, suggest) for ``label``, per-class overrides first."""
+        override = self.classes.get(label)
+        apply = override.apply if override and override.apply is not None else self.apply
+        suggest = override.suggest if override and override.suggest is not None else self.suggest
+        return apply, suggest
+
+
+def _default_heads() -> dict[str, HeadPolicy]:
+    return {
+        "queue": HeadPolicy(apply=0.8, suggest=0.45),
+        "priority": HeadPolicy(apply=0.8, suggest=0.5),
+        "type": HeadPolicy(apply=0.8, suggest=0.5, review_when_unsure=False),
+        "sentiment": HeadPolicy(apply=0.7, suggest=0.5, review_when_unsure=False),
+    }
+
+
+class EscalationRule(Section):
+    """When every condition holds (head -> label, each at ``min_confidence`` or more), act."""
+
+    name: str
+    when: dict[str, str]
+    min_confidence: float = Field(0.6, ge=0, le=1)
+    set_priority: str | None = None
+    set_queue: str | None = None
+    add_tags: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _does_something(self) -> EscalationRule:
+        if not self.when:
+            raise ValueError("when: needs at least one condition")
+        if not (self.set_priority or self.set_queue or self.add_tags):
+            raise ValueError("needs set_priority, set_queue or add_tags")
+        return self
+
+
+class OwnerSettings(Section):
+    """Owner assignment: off by default."""
+
+    strategy: Literal["none", "least_loaded", "round_robin"] = "none"
+    cache_seconds: float = Field(60.0, ge=0)
+    exclude: list[str] = Field(default_factory=list)
+
+
+class PolicySettings(Section):
+    """How predictions become changes."""
+
+    mode: Literal["live", "shadow"] = "live"
+    heads: dict[str, HeadPolicy] = Field(default_factory=_default_heads)
+    # Model label -> helpdesk queue name. Unlisted labels keep their own name;
+    # a label mapped to "" is never routed (tagged and noted only).
+    queue_map: dict[str, str] = Field(default_factory=dict)
+    # Model label -> helpdesk priority name; empty: the helpdesk kind's defaults.
+    priority_map: dict[str, str] = Field(default_factory=dict)
+    label_tags: bool = True
+    # Keep what a human already set: a ticket outside the intake queues keeps its
+    # queue, and one whose priority differs from the default keeps its priority.
+    respect_human_changes: bool = True
+    intake_queues: list[str] = Field(default_factory=list)
+    default_priority: str | None = None
+    escalations: list[EscalationRule] = Field(default_factory=list)
+    owner: OwnerSettings = Field(default_factory=OwnerSettings)
+    note: bool = True
+    shadow_note: bool = False
+
+
+class DraftSettings(Section):
+    """Draft replies for the agent: never sent to the customer."""
+
+    enabled: bool = True
+    # Model queue label -> reply template; ``{number}`` and ``{title}`` are filled in.
+    templates: dict[str, str] = Field(default_factory=dict)
+    # JSONL of answered tickets (subject, body, answer) to retrieve similar answers from.
+    knowledge_file: Path | None = None
+    min_similarity: float = Field(0.55, ge=-1, le=1)
+
+    @field_validator("knowledge_file")
+    @classmethod
+    def _exists(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_file():
+            raise ValueError(f"{value} does not exist")
+        return value
+
+
+class IngestSettings(Section):
+    """Webhooks, polling, the reconcile sweep and the work queue."""
+
+    webhooks: bool = True
+    max_body_bytes: int = Field(1_048_576, ge=1024, le=64 * 1_048_576)
+    queue_size: int = Field(2000, ge=1, le=1_000_000)
+    concurrency: int = Field(16, ge=1, le=256)
+    batch_wait_ms: float = Field(2.0, ge=0, le=1000)
+    poll: bool = True
+    poll_interval_seconds: float = Field(30.0, gt=0)
+    poll_overlap_seconds: float = Field(5.0, ge=0)
+    sweep_interval_seconds: float = Field(600.0, gt=0)
+    page_size: int = Field(100, ge=1, le=200)
+    max_pages: int = Field(50, ge=1, le=10_000)
+    shard_count: int = Field(1, ge=1)
+    shard_index: int = Field(0, ge=0)
+    max_attempts: int = Field(5, ge=1, le=100)
+    retry_backoff_seconds: float = Field(5.0, ge=0)
+    retry_backoff_max_seconds: float = Field(300.0, ge=0)
+
+    @model_validator(mode="after")
+    def _shard(self) -> IngestSettings:
+        if self.shard_index >= self.shard_count:
+            raise ValueError(
+                f"shard_index ({self.shard_index}) must be below shard_count ({self.shard_count})"
+            )
+        return self
+
+
+class ServerSettings(Section):
+    """The HTTP endpoint: webhooks, /metrics, /healthz, /readyz."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+    drain_seconds: float = Field(20.0, ge=0, le=3600)
+
+
+class LoggingSettings(Section):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    format: Literal["json", "text"] = "json"
+    # Ticket subjects and bodies stay out of logs unless an operator turns this on.
+    ticket_text: bool = False
+
+
 _CONFIG_FILE: ContextVar[Path | None] = ContextVar("config_file", default=None)
 
 
@@ -218,6 +381,12 @@ class Settings(BaseSettings):
     rt: RTSettings = Field(default_factory=RTSettings)
     http: HttpSettings = Field(default_factory=HttpSettings)
     markers: MarkerSettings = Field(default_factory=MarkerSettings)
+    model: ModelSettings = Field(default_factory=ModelSettings)
+    policy: PolicySettings = Field(default_factory=PolicySettings)
+    drafts: DraftSettings = Field(default_factory=DraftSettings)
+    ingest: IngestSettings = Field(default_factory=IngestSettings)
+    server: ServerSettings = Field(default_factory=ServerSettings)
+    logging: LoggingSettings = Field(default_factory=LoggingSettings)
 
     @classmethod
     def settings_customise_sources(

@@ -1,0 +1,230 @@
+"""One ticket's path: fetch, check, claim, classify, decide, write back, finish.
+
+The pipeline sees the helpdesk only through its adapter and the model only
+through a predictor callable; it never sees HTTP or tensors. Errors from the
+helpdesk propagate to the worker, which decides between retrying later and
+giving up; everything the pipeline decides on its own ends in a
+``TriageRecord``.
+
+Exactly once, step by step:
+
+1. A ticket that carries the marker is left alone (unless re-triage was asked).
+2. A live claim by another worker means someone is on it: try again later.
+   A claim older than the time-to-live belongs to a run that died: resume it,
+   under its run id, so its note (found by footer) is not posted again.
+3. Write our claim and read the claims back; if another worker's live claim
+   comes first in the helpdesk's order, step back.
+4. Apply the change set, then ``finish``: marker on, claim off. A crash
+   anywhere before that leaves the claim, and step 2 resumes it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+
+from connector.adapters.base import HelpdeskAdapter
+from connector.config import MarkerSettings, PolicySettings
+from connector.domain import ApplyResult, Claim, Decision, Prediction, Ticket
+from connector.errors import RetryableError
+from connector.footer import NOTE, new_run_id
+from connector.metrics import Metrics
+from connector.policy import Plan, Policy
+
+log = logging.getLogger("connector.pipeline")
+
+Predictor = Callable[[Ticket], Prediction]
+DraftWriter = Callable[[Ticket, Prediction, Plan], str | None]
+
+OUTCOME_ALREADY = "already_triaged"
+OUTCOME_IGNORED = "ignored"
+
+
+class ClaimedElsewhere(RetryableError):
+    """Another worker holds a live claim on the ticket: look again after ``retry_after``."""
+
+    def __init__(self, ticket_id: int, retry_after: float) -> None:
+        self.retry_after = retry_after
+        super().__init__("claimed by another worker", ticket_id=ticket_id)
+
+
+@dataclass(frozen=True, slots=True)
+class TriageRecord:
+    """What happened to one ticket: for metrics, logs and the demo. Never ticket text."""
+
+    ticket_id: int
+    outcome: str
+    run_id: str = ""
+    reason: str = ""
+    decisions: tuple[Decision, ...] = ()
+    escalations: tuple[str, ...] = ()
+    changed: tuple[str, ...] = ()
+    model_version: str = ""
+    seconds: float = 0.0
+
+
+class Pipeline:
+    def __init__(
+        self,
+        adapter: HelpdeskAdapter,
+        predict: Predictor,
+        policy: Policy,
+        policy_settings: PolicySettings,
+        markers: MarkerSettings,
+        metrics: Metrics,
+        *,
+        draft_writer: DraftWriter | None = None,
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.adapter = adapter
+        self.predict = predict
+        self.policy = policy
+        self.shadow = policy_settings.mode == "shadow"
+        self.markers = markers
+        self.metrics = metrics
+        self.draft_writer = draft_writer
+        self._now = now
+        self._lock = threading.Lock()
+        # Claims this process holds, so a retry here resumes its own claim
+        # instead of mistaking it for another worker's.
+        self._held: dict[int, Claim] = {}
+
+    def held_claim(self, ticket_id: int) -> Claim | None:
+        with self._lock:
+            return self._held.get(ticket_id)
+
+    def process(self, ticket_id: int) -> TriageRecord:
+        started = time.perf_counter()
+        ticket = self.adapter.get_ticket(ticket_id)
+        record = self._process(ticket)
+        record = replace(record, seconds=time.perf_counter() - started)
+        self._observe(record)
+        return record
+
+    def give_up(self, ticket_id: int) -> None:
+        """Mark the ticket as failed on the helpdesk and drop this process's claim."""
+        claim = self.held_claim(ticket_id)
+        self.adapter.mark_failed(ticket_id, claim)
+        with self._lock:
+            self._held.pop(ticket_id, None)
+
+    # -- the steps ---------------------------------------------------------------------
+
+    def _process(self, ticket: Ticket) -> TriageRecord:
+        if ticket.failed and not ticket.retriage_requested:
+            return TriageRecord(ticket.id, OUTCOME_IGNORED, reason="marked failed")
+        if ticket.is_triaged and not ticket.retriage_requested:
+            return TriageRecord(ticket.id, OUTCOME_ALREADY)
+        if self.shadow:
+            return self._shadow(ticket)
+
+        now = self._now()
+        ttl = self.markers.claim_ttl_seconds
+        own = self.held_claim(ticket.id)
+        live_foreign = [c for c in ticket.claims if c != own and _age(c, now) < ttl]
+        if live_foreign:
+            youngest = min(_age(c, now) for c in live_foreign)
+            raise ClaimedElsewhere(ticket.id, retry_after=max(1.0, ttl - youngest))
+        stale = [c for c in ticket.claims if c != own and _age(c, now) >= ttl]
+
+        if own is not None and own in ticket.claims:
+            claim = own
+        else:
+            run_id = stale[0].run_id if stale else new_run_id()
+            claim = Claim(created_at=now, run_id=run_id)
+            claims = self.adapter.claim(ticket.id, claim)
+            with self._lock:
+                self._held[ticket.id] = claim
+            first_live = next((c for c in claims if _age(c, now) < ttl), None)
+            if first_live is not None and first_live != claim:
+                self.adapter.release(ticket.id, claim)
+                with self._lock:
+                    self._held.pop(ticket.id, None)
+                return TriageRecord(ticket.id, OUTCOME_IGNORED, claim.run_id, "lost claim race")
+
+        prediction = self.predict(ticket)
+        plan = self.policy.decide(ticket, prediction, claim.run_id)
+        change = plan.change
+        if self.draft_writer is not None:
+            draft = self.draft_writer(ticket, prediction, plan)
+            if draft:
+                change = replace(change, draft=draft)
+        result = self.adapter.apply(ticket, change)
+        self.adapter.finish(ticket.id, claim, prediction.model_version)
+        with self._lock:
+            self._held.pop(ticket.id, None)
+        for leftover in stale:
+            self.adapter.release(ticket.id, leftover)
+        return self._record(ticket, plan, prediction, claim.run_id, result)
+
+    def _shadow(self, ticket: Ticket) -> TriageRecord:
+        run_id = new_run_id()
+        prediction = self.predict(ticket)
+        plan = self.policy.decide(ticket, prediction, run_id)
+        result = ApplyResult(ticket.id)
+        already_noted = any(f.startswith(f"helpdesk-triage {NOTE} ") for f in ticket.footers)
+        if plan.change.note and not already_noted:
+            result = self.adapter.apply(ticket, plan.change)
+        return self._record(ticket, plan, prediction, run_id, result)
+
+    def _record(
+        self,
+        ticket: Ticket,
+        plan: Plan,
+        prediction: Prediction,
+        run_id: str,
+        result: ApplyResult,
+    ) -> TriageRecord:
+        return TriageRecord(
+            ticket_id=ticket.id,
+            outcome=plan.outcome,
+            run_id=run_id,
+            decisions=plan.decisions,
+            escalations=plan.escalations,
+            changed=result.changed,
+            model_version=prediction.model_version,
+        )
+
+    def _observe(self, record: TriageRecord) -> None:
+        self.metrics.tickets.labels(outcome=record.outcome).inc()
+        for d in record.decisions:
+            self.metrics.predictions.labels(head=d.head, label=d.label, action=d.action.value).inc()
+            self.metrics.confidence.labels(head=d.head).observe(d.confidence)
+        if record.decisions:
+            self.metrics.triage_seconds.observe(record.seconds)
+        log.info(
+            "ticket processed",
+            extra={
+                "ticket_id": record.ticket_id,
+                "outcome": record.outcome,
+                "run_id": record.run_id,
+                "reason": record.reason or None,
+                "predictions": {
+                    d.head: {
+                        "label": d.label,
+                        "confidence": round(d.confidence, 4),
+                        "action": d.action.value,
+                    }
+                    for d in record.decisions
+                }
+                or None,
+                "escalations": list(record.escalations) or None,
+                "changed": list(record.changed) or None,
+                "duration_ms": round(record.seconds * 1000, 2),
+            },
+        )
+
+
+def _summary(decisions: tuple[Decision, ...]) -> dict[str, dict[str, object]]:
+    return {
+        d.head: {"label": d.label, "confidence": round(d.confidence, 4), "action": d.action.value}
+        for d in decisions
+    }
+
+
+def _age(claim: Claim, now: datetime) -> float:
+    return (now - claim.created_at).total_seconds()

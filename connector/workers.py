@@ -1,0 +1,179 @@
+"""The worker pool: takes tickets off the queue and runs the pipeline on each.
+
+Errors are sorted by what should happen next:
+
+- passing helpdesk trouble (429, 5xx, timeouts) and ticket-level refusals:
+  retry later with backoff (``Retry-After`` wins), and after ``max_attempts``
+  mark the ticket ``triage-error`` on the helpdesk and stop;
+- another worker's live claim: look again once it would have expired;
+- a deleted ticket: nothing to do;
+- bad credentials or a misconfigured helpdesk: readiness fails, the ticket
+  waits, and its attempts are not used up (it is not the ticket's fault).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+
+from connector.config import IngestSettings
+from connector.errors import (
+    AuthError,
+    HelpdeskConfigError,
+    HelpdeskError,
+    NotFoundError,
+    RateLimitedError,
+)
+from connector.health import Health
+from connector.ingest.queue import WorkItem, WorkQueue
+from connector.metrics import Metrics
+from connector.pipeline import ClaimedElsewhere, Pipeline, TriageRecord
+
+log = logging.getLogger("connector.workers")
+
+RecordSink = Callable[[TriageRecord, WorkItem], None]
+
+
+class WorkerPool:
+    def __init__(
+        self,
+        queue: WorkQueue,
+        pipeline: Pipeline,
+        settings: IngestSettings,
+        metrics: Metrics,
+        health: Health,
+        *,
+        on_record: RecordSink | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.queue = queue
+        self.pipeline = pipeline
+        self.settings = settings
+        self.metrics = metrics
+        self.health = health
+        self.on_record = on_record
+        self._clock = clock
+        self._slots = threading.BoundedSemaphore(settings.concurrency)
+        self._executor = ThreadPoolExecutor(settings.concurrency, thread_name_prefix="triage")
+        self._stop = threading.Event()
+        self._dispatcher = threading.Thread(target=self._dispatch, name="dispatcher", daemon=True)
+
+    def start(self) -> None:
+        self._dispatcher.start()
+
+    def stop(self, timeout: float) -> bool:
+        """Stop taking work, let what is in flight finish; False if it did not in time."""
+        self._stop.set()
+        finished = self.queue.wait_in_flight(timeout)
+        self._dispatcher.join(timeout=1.0)
+        self._executor.shutdown(wait=finished, cancel_futures=True)
+        return finished
+
+    def _dispatch(self) -> None:
+        while not self._stop.is_set():
+            if not self._slots.acquire(timeout=0.2):
+                continue
+            item = self.queue.take(timeout=0.2)
+            if item is None or self._stop.is_set():
+                if item is not None:
+                    self.queue.retry_later(item, 0.0, "shutting down")
+                self._slots.release()
+                continue
+            self.metrics.in_flight.inc()
+            self._executor.submit(self._run, item)
+            self.metrics.queue_depth.set(self.queue.depth())
+
+    def _run(self, item: WorkItem) -> None:
+        try:
+            self._run_one(item)
+        finally:
+            self.metrics.in_flight.dec()
+            self.metrics.queue_depth.set(self.queue.depth())
+            self._slots.release()
+
+    def _run_one(self, item: WorkItem) -> None:
+        ticket_id = item.ticket_id
+        try:
+            record = self.pipeline.process(ticket_id)
+        except ClaimedElsewhere as busy:
+            self.metrics.tickets.labels(outcome="retry").inc()
+            self.queue.retry_later(item, busy.retry_after, "claimed elsewhere")
+            return
+        except NotFoundError:
+            self.metrics.tickets.labels(outcome="ticket_error").inc()
+            log.warning("ticket not found", extra={"ticket_id": ticket_id})
+            self.queue.done(item)
+            return
+        except (AuthError, HelpdeskConfigError) as error:
+            self.health.helpdesk_failed(error.kind)
+            log.error(
+                "helpdesk refused the sidecar's credentials or setup",
+                extra={"ticket_id": ticket_id, "error": str(error)},
+            )
+            self.metrics.tickets.labels(outcome="retry").inc()
+            self.queue.retry_later(item, self.settings.retry_backoff_max_seconds, error.kind)
+            return
+        except HelpdeskError as error:
+            self._retry_or_give_up(item, error.kind, str(error), _retry_after(error))
+            return
+        except Exception as error:  # a bug or a model failure must not kill the worker
+            log.exception("triage failed", extra={"ticket_id": ticket_id})
+            self._retry_or_give_up(item, type(error).__name__, type(error).__name__, None)
+            return
+        self.health.helpdesk_ok()
+        self.queue.done(item)
+        if record.decisions:
+            self.metrics.enqueue_to_written_seconds.labels(source=item.source).observe(
+                self._clock() - item.enqueued_at
+            )
+        if self.on_record is not None:
+            self.on_record(record, item)
+
+    def _retry_or_give_up(
+        self, item: WorkItem, kind: str, detail: str, retry_after: float | None
+    ) -> None:
+        if item.attempt + 1 < self.settings.max_attempts:
+            delay = retry_after if retry_after is not None else self._backoff(item.attempt)
+            log.warning(
+                "triage attempt failed; will retry",
+                extra={
+                    "ticket_id": item.ticket_id,
+                    "attempt": item.attempt + 1,
+                    "error": detail,
+                    "retry_in_seconds": round(delay, 2),
+                },
+            )
+            self.metrics.tickets.labels(outcome="retry").inc()
+            self.queue.retry_later(item, delay, kind)
+            return
+        log.error(
+            "giving up on ticket",
+            extra={"ticket_id": item.ticket_id, "attempts": item.attempt + 1, "error": detail},
+        )
+        self.metrics.tickets.labels(outcome="failed").inc()
+        try:
+            self.pipeline.give_up(item.ticket_id)
+        except HelpdeskError as error:
+            # Not marked: the ticket stays untriaged on the helpdesk and a later sweep finds it.
+            log.error(
+                "could not mark ticket as failed",
+                extra={"ticket_id": item.ticket_id, "error": str(error)},
+            )
+        self.queue.done(item)
+        if self.on_record is not None:
+            self.on_record(TriageRecord(item.ticket_id, "failed", reason=kind), item)
+
+    def _backoff(self, attempt: int) -> float:
+        base = self.settings.retry_backoff_seconds * float(1 << min(attempt, 20))
+        capped = min(base, self.settings.retry_backoff_max_seconds)
+        return capped * random.uniform(0.5, 1.0)
+
+
+def _retry_after(error: HelpdeskError) -> float | None:
+    if isinstance(error, RateLimitedError):
+        return error.retry_after
+    return None
