@@ -51,6 +51,24 @@ class Claim:
 
 
 @dataclass(frozen=True, slots=True)
+class ClaimResult:
+    """The ticket's claims as read back right after writing one, with its marker state.
+
+    ``triaged`` and ``retriage_requested`` are read in the same look as the
+    claims: a run that finished between our first read and our claim shows up
+    here, and this run steps back instead of triaging a second time.
+    """
+
+    claims: tuple[Claim, ...]
+    triaged: bool = False
+    retriage_requested: bool = False
+
+    @property
+    def done_elsewhere(self) -> bool:
+        return self.triaged and not self.retriage_requested
+
+
+@dataclass(frozen=True, slots=True)
 class Ticket:
     """One ticket with the text the classifier reads and the fields triage may change.
 

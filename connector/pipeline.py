@@ -136,15 +136,19 @@ class Pipeline:
         else:
             run_id = stale[0].run_id if stale else new_run_id()
             claim = Claim(created_at=now, run_id=run_id)
-            claims = self.adapter.claim(ticket.id, claim)
+            claimed = self.adapter.claim(ticket.id, claim)
             with self._lock:
                 self._held[ticket.id] = claim
-            first_live = next((c for c in claims if _age(c, now) < ttl), None)
-            if first_live is not None and first_live != claim:
+            first_live = next((c for c in claimed.claims if _age(c, now) < ttl), None)
+            lost = first_live is not None and first_live != claim
+            if lost or claimed.done_elsewhere:
                 self.adapter.release(ticket.id, claim)
                 with self._lock:
                     self._held.pop(ticket.id, None)
-                return TriageRecord(ticket.id, OUTCOME_IGNORED, claim.run_id, "lost claim race")
+                reason = (
+                    "finished by another worker" if claimed.done_elsewhere else "lost claim race"
+                )
+                return TriageRecord(ticket.id, OUTCOME_IGNORED, claim.run_id, reason)
 
         prediction = self.predict(ticket)
         plan = self.policy.decide(ticket, prediction, claim.run_id)

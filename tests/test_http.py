@@ -68,9 +68,7 @@ def test_status_maps_to_error_class(client: HttpClient, status: int, expected: t
     assert "secret-token" not in str(error)
 
 
-@pytest.mark.parametrize(
-    "status", [200, 201, 204]
-)
+@pytest.mark.parametrize("status", [200, 201, 204])
 @responses.activate
 def test_success_statuses_return_the_response(client: HttpClient, status: int) -> None:
     responses.get(f"{BASE}/groups", status=status)

@@ -23,7 +23,15 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol, runtime_checkable
 
-from connector.domain import Agent, ApplyResult, ChangeSet, Claim, Ticket, TicketRef
+from connector.domain import (
+    Agent,
+    ApplyResult,
+    ChangeSet,
+    Claim,
+    ClaimResult,
+    Ticket,
+    TicketRef,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,8 +102,12 @@ class HelpdeskAdapter(Protocol):
     def agents(self, queue: str) -> list[Agent]:
         """Agents who may own tickets of ``queue``, with their open-ticket counts."""
 
-    def claim(self, ticket_id: int, claim: Claim) -> list[Claim]:
-        """Write ``claim`` on the ticket, read the claims back and return them all."""
+    def claim(self, ticket_id: int, claim: Claim) -> ClaimResult:
+        """Write ``claim`` on the ticket, then read back its claims and marker state.
+
+        Where the marker shares one field with the claim (no tags), read the
+        field first and do not write over a marker: return ``triaged=True``.
+        """
 
     def apply(self, ticket: Ticket, change: ChangeSet) -> ApplyResult:
         """Write the change set: fields, tags, note and draft, checking each answer.
