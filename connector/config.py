@@ -433,6 +433,8 @@ class IngestSettings(Section):
     """Time between polls."""
     poll_overlap_seconds: float = Field(5.0, ge=0)
     """How far each poll reaches back before its cursor."""
+    sweep: bool = True
+    """Run the reconcile sweep (off on replicas that only take webhooks)."""
     sweep_interval_seconds: float = Field(600.0, gt=0)
     """Time between reconcile sweeps over all open untriaged tickets."""
     page_size: int = Field(100, ge=1, le=200)

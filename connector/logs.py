@@ -67,3 +67,6 @@ def configure_logging(settings: LoggingSettings, stream: Any = None) -> None:
     root.setLevel(settings.level)
     # Per-request access lines would log URLs; the metrics carry the same counts.
     logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
+    # urllib3 logs request lines at DEBUG, query strings included, and Znuny
+    # carries its session id there.
+    logging.getLogger("urllib3").setLevel(logging.WARNING)

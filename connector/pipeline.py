@@ -122,7 +122,9 @@ class Pipeline:
         if self.shadow:
             return self._shadow(ticket)
 
-        now = self._now()
+        # Whole seconds: field-based markers store claims to the second, and a
+        # claim must compare equal to itself after a round trip.
+        now = self._now().replace(microsecond=0)
         ttl = self.markers.claim_ttl_seconds
         own = self.held_claim(ticket.id)
         live_foreign = [c for c in ticket.claims if c != own and _age(c, now) < ttl]

@@ -112,8 +112,10 @@ class Poller:
 
     # -- the loop ----------------------------------------------------------------------
 
-    def start(self, *, poll: bool = True) -> None:
-        self._thread = threading.Thread(target=self._loop, args=(poll,), name="poller", daemon=True)
+    def start(self, *, poll: bool = True, sweep: bool = True) -> None:
+        self._thread = threading.Thread(
+            target=self._loop, args=(poll, sweep), name="poller", daemon=True
+        )
         self._thread.start()
 
     def stop(self) -> None:
@@ -127,18 +129,22 @@ class Poller:
         self._sweep_requested.set()
         self._wake.set()
 
-    def _loop(self, poll: bool) -> None:
+    def _loop(self, poll: bool, sweep: bool) -> None:
         # The first pass is a sweep: it catches up on whatever happened while down.
-        next_sweep = self._clock()
+        next_sweep = self._clock() if sweep else float("inf")
         while not self._stop.is_set():
             if self._sweep_requested.is_set() or self._clock() >= next_sweep:
                 self._sweep_requested.clear()
                 self._run("sweep", self.sweep_once)
-                next_sweep = self._clock() + self.settings.sweep_interval_seconds
+                if sweep:
+                    next_sweep = self._clock() + self.settings.sweep_interval_seconds
             elif poll:
                 self._run("poll", self.poll_once)
             until_sweep = max(0.0, next_sweep - self._clock())
-            wait = min(self.settings.poll_interval_seconds, until_sweep) if poll else until_sweep
+            if poll:
+                wait: float | None = min(self.settings.poll_interval_seconds, until_sweep)
+            else:
+                wait = None if until_sweep == float("inf") else until_sweep
             self._wake.wait(wait)
             self._wake.clear()
 
