@@ -314,7 +314,8 @@ class HeadPolicy(Section):
 def _default_heads() -> dict[str, HeadPolicy]:
     return {
         "queue": HeadPolicy(apply=0.8, suggest=0.45),
-        "priority": HeadPolicy(apply=0.8, suggest=0.5),
+        # Priority guesses alone do not hold a ticket for review; a wrong queue does.
+        "priority": HeadPolicy(apply=0.8, suggest=0.5, review_when_unsure=False),
         "type": HeadPolicy(apply=0.8, suggest=0.5, review_when_unsure=False),
         "sentiment": HeadPolicy(apply=0.7, suggest=0.5, review_when_unsure=False),
     }

@@ -69,7 +69,8 @@ class WorkerPool:
         """Stop taking work, let what is in flight finish; False if it did not in time."""
         self._stop.set()
         finished = self.queue.wait_in_flight(timeout)
-        self._dispatcher.join(timeout=1.0)
+        if self._dispatcher.ident is not None:
+            self._dispatcher.join(timeout=1.0)
         self._executor.shutdown(wait=finished, cancel_futures=True)
         return finished
 

@@ -1,0 +1,271 @@
+"""The service: builds every part from the settings and runs them together.
+
+Start-up: load the model (readiness waits for it), check the helpdesk and
+validate the policy's mappings against model and helpdesk (a label routed to
+a queue that does not exist stops start-up with a message naming it), then
+start workers, poller and the HTTP server.
+
+Shutdown (SIGTERM): readiness fails and webhooks answer 503 at once (the
+helpdesk redelivers them elsewhere), the poller stops, in-flight tickets
+finish within ``server.drain_seconds``, then the HTTP server stops and the
+process exits. Tickets still
+waiting in the queue are not lost: they are untriaged on the helpdesk, and
+the next sweep picks them up.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+from collections.abc import Sequence
+from types import FrameType
+from typing import Any
+
+import uvicorn
+
+from connector.adapters.base import HelpdeskAdapter
+from connector.adapters.factory import build_adapter
+from connector.batching import MicroBatcher
+from connector.classifier import Classifier, TextInput
+from connector.config import Settings
+from connector.cpu import cpu_limit
+from connector.domain import Prediction, Ticket
+from connector.drafts import DraftWriter
+from connector.errors import AuthError, HelpdeskConfigError, HelpdeskError
+from connector.health import Health
+from connector.ingest.poller import Poller
+from connector.ingest.queue import WorkQueue
+from connector.ingest.webhooks import WebhookReceiver
+from connector.metrics import Metrics
+from connector.owners import OwnerPicker
+from connector.pipeline import Pipeline
+from connector.policy import Policy
+from connector.server import create_app
+from connector.workers import RecordSink, WorkerPool
+
+log = logging.getLogger("connector.service")
+
+HELPDESK_RECHECK_SECONDS = 30.0
+
+
+class Service:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        adapter: HelpdeskAdapter | None = None,
+        classifier: Classifier | None = None,
+        metrics: Metrics | None = None,
+        on_record: RecordSink | None = None,
+    ) -> None:
+        self.settings = settings
+        self.metrics = metrics or Metrics()
+        self.health = Health(self.metrics)
+        self.adapter = adapter or build_adapter(settings, self.metrics)
+        self.classifier = classifier or Classifier.load(
+            settings.model.path, threads=settings.model.threads or cpu_limit()
+        )
+        self.health.model_loaded()
+        self.metrics.model_info.labels(version=self.classifier.version).set(1)
+        self.metrics.preinitialise(self.adapter.kind, self.classifier.heads)
+        self.metrics.queue_capacity.set(settings.ingest.queue_size)
+
+        self.batcher: MicroBatcher[Ticket, Prediction] = MicroBatcher(
+            self._classify_batch,
+            max_batch=settings.model.max_batch,
+            max_wait=settings.ingest.batch_wait_ms / 1000.0,
+            on_batch=self._observe_batch,
+            name="inference",
+        )
+        owner_picker = None
+        if settings.policy.owner.strategy != "none":
+            owner_picker = OwnerPicker(settings.policy.owner, self.adapter.agents)
+        self.policy = Policy(
+            settings.policy, settings.markers, settings.helpdesk, owner_picker=owner_picker
+        )
+        self.drafts = DraftWriter(
+            settings.drafts, self._embed if self.classifier.has_embedding else None
+        )
+        self.queue = WorkQueue(settings.ingest.queue_size)
+        self.pipeline = Pipeline(
+            self.adapter,
+            self.batcher,
+            self.policy,
+            settings.policy,
+            settings.markers,
+            self.metrics,
+            draft_writer=self.drafts if settings.drafts.enabled else None,
+        )
+        self.workers = WorkerPool(
+            self.queue,
+            self.pipeline,
+            settings.ingest,
+            self.metrics,
+            self.health,
+            on_record=on_record,
+        )
+        self.poller = Poller(self.adapter, self.queue, settings.ingest, self.metrics, self.health)
+        self.receiver = WebhookReceiver(
+            self.adapter, self.queue, settings.ingest, self.metrics, self.health
+        )
+        self.app = create_app(self.receiver, self.health, self.metrics)
+        self._server: uvicorn.Server | None = None
+        self._server_thread: threading.Thread | None = None
+        self._started = threading.Event()
+        self._stopped = threading.Event()
+        self._stop_lock = threading.Lock()
+        self._watchdog: threading.Thread | None = None
+        self.url = ""
+
+    # -- inference ---------------------------------------------------------------------
+
+    def _classify_batch(self, tickets: Sequence[Ticket]) -> list[Prediction]:
+        return self.classifier.predict(
+            [TextInput(t.subject, t.body, t.content_type) for t in tickets]
+        )
+
+    def _embed(self, pairs: Sequence[tuple[str, str]]) -> Any:
+        return self.classifier.embed([TextInput(subject, body) for subject, body in pairs])
+
+    def _observe_batch(self, size: int, seconds: float) -> None:
+        self.metrics.inference_seconds.observe(seconds)
+        self.metrics.inference_batch_size.observe(size)
+
+    # -- start-up ----------------------------------------------------------------------
+
+    def check(self) -> None:
+        """Check the helpdesk and the mappings; raise what an operator must fix."""
+        self.adapter.check()
+        self.health.helpdesk_ok()
+        self.policy.validate(
+            self.classifier.labels, self.adapter.queues(), self.adapter.priorities()
+        )
+        self.health.mapping_valid()
+
+    def start_background(self) -> None:
+        """Start workers, poller and sweep (after ``check`` succeeded)."""
+        self.workers.start()
+        ingest = self.settings.ingest
+        if ingest.poll or ingest.sweep:
+            self.poller.start(poll=ingest.poll, sweep=ingest.sweep)
+        self._watchdog = threading.Thread(target=self._recheck_helpdesk, daemon=True)
+        self._watchdog.start()
+
+    def _recheck_helpdesk(self) -> None:
+        """While the helpdesk refuses us, keep asking; readiness returns when it answers."""
+        while not self._stopped.wait(HELPDESK_RECHECK_SECONDS):
+            if not self.health.helpdesk_failing():
+                continue
+            try:
+                self.adapter.check()
+            except HelpdeskError as error:
+                log.warning("helpdesk still failing", extra={"error": str(error)})
+            else:
+                self.health.helpdesk_ok()
+                log.info("helpdesk reachable again")
+
+    def check_until_reachable(self, give_up_after: float | None = None) -> None:
+        """``check`` with patience for a helpdesk that is not up yet.
+
+        Credentials and mapping errors are raised at once: waiting will not fix them.
+        """
+        started = time.monotonic()
+        delay = 1.0
+        while True:
+            try:
+                self.check()
+                return
+            except (AuthError, HelpdeskConfigError):
+                raise
+            except HelpdeskError as error:
+                self.health.helpdesk_failed(error.kind)
+                if give_up_after is not None and time.monotonic() - started > give_up_after:
+                    raise
+                log.warning(
+                    "helpdesk not reachable yet; retrying",
+                    extra={"error": str(error), "retry_in_seconds": delay},
+                )
+                if self._stopped.wait(delay):
+                    raise
+                delay = min(delay * 2, 30.0)
+
+    # -- serving -----------------------------------------------------------------------
+
+    def bind(self) -> socket.socket:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((self.settings.server.host, self.settings.server.port))
+        host, port = sock.getsockname()[:2]
+        self.url = f"http://{host}:{port}"
+        return sock
+
+    def _make_server(self) -> uvicorn.Server:
+        config = uvicorn.Config(
+            self.app,
+            log_config=None,
+            access_log=False,
+            timeout_graceful_shutdown=5,
+            lifespan="off",
+        )
+        return uvicorn.Server(config)
+
+    def start_server_thread(self) -> str:
+        """Serve from a background thread (demo, tests); returns the base URL."""
+        sock = self.bind()
+        self._server = self._make_server()
+        server = self._server
+        self._server_thread = threading.Thread(
+            target=lambda: server.run(sockets=[sock]), name="http", daemon=True
+        )
+        self._server_thread.start()
+        deadline = time.monotonic() + 10
+        while not server.started and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return self.url
+
+    def drain(self) -> None:
+        """Fail readiness, stop intake, finish in-flight work within the drain time."""
+        with self._stop_lock:
+            if self._stopped.is_set():
+                return
+            self._stopped.set()
+        started = time.monotonic()
+        self.health.shutting_down()
+        self.queue.close()
+        self.poller.stop()
+        finished = self.workers.stop(self.settings.server.drain_seconds)
+        self.batcher.close()
+        self.adapter.close()
+        log.info(
+            "drained" if finished else "drain timed out; in-flight tickets left for the next sweep",
+            extra={"seconds": round(time.monotonic() - started, 2)},
+        )
+
+    def stop(self) -> None:
+        """Drain, then stop the HTTP server (which answers probes until then)."""
+        self.drain()
+        if self._server is not None:
+            self._server.should_exit = True
+        if self._server_thread is not None:
+            self._server_thread.join(timeout=10)
+
+    def wait_for_exit(self) -> None:
+        """Block until SIGTERM or SIGINT, then stop gracefully; a second signal exits at once."""
+        requested = threading.Event()
+
+        def on_signal(signum: int, frame: FrameType | None) -> None:
+            if requested.is_set():
+                log.warning("second signal: exiting without draining")
+                os._exit(1)
+            log.info("signal received; draining", extra={"signal": signal.Signals(signum).name})
+            requested.set()
+
+        signal.signal(signal.SIGTERM, on_signal)
+        signal.signal(signal.SIGINT, on_signal)
+        while not requested.wait(1.0):
+            pass
+        self.stop()
