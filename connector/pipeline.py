@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -40,6 +41,7 @@ log = logging.getLogger("connector.pipeline")
 Predictor = Callable[[Ticket], Prediction]
 DraftWriter = Callable[[Ticket, Prediction, Plan], str | None]
 
+SHADOW_MEMORY = 100_000
 OUTCOME_ALREADY = "already_triaged"
 OUTCOME_IGNORED = "ignored"
 
@@ -92,6 +94,9 @@ class Pipeline:
         # Claims this process holds, so a retry here resumes its own claim
         # instead of mistaking it for another worker's.
         self._held: dict[int, Claim] = {}
+        # Shadow mode writes no marker, so it remembers what it has evaluated
+        # (bounded), and sweeps do not evaluate and count the same tickets again.
+        self._shadowed: OrderedDict[int, None] = OrderedDict()
 
     def held_claim(self, ticket_id: int) -> Claim | None:
         with self._lock:
@@ -104,6 +109,10 @@ class Pipeline:
         record = replace(record, seconds=time.perf_counter() - started)
         self._observe(record)
         return record
+
+    def seen_in_shadow(self, ticket_id: int) -> bool:
+        with self._lock:
+            return ticket_id in self._shadowed
 
     def give_up(self, ticket_id: int) -> None:
         """Mark the ticket as failed on the helpdesk and drop this process's claim."""
@@ -168,6 +177,10 @@ class Pipeline:
         return self._record(ticket, plan, prediction, claim.run_id, result)
 
     def _shadow(self, ticket: Ticket) -> TriageRecord:
+        with self._lock:
+            self._shadowed[ticket.id] = None
+            while len(self._shadowed) > SHADOW_MEMORY:
+                self._shadowed.popitem(last=False)
         run_id = new_run_id()
         prediction = self.predict(ticket)
         plan = self.policy.decide(ticket, prediction, run_id)

@@ -108,7 +108,14 @@ class Service:
             self.health,
             on_record=on_record,
         )
-        self.poller = Poller(self.adapter, self.queue, settings.ingest, self.metrics, self.health)
+        self.poller = Poller(
+            self.adapter,
+            self.queue,
+            settings.ingest,
+            self.metrics,
+            self.health,
+            skip=self.pipeline.seen_in_shadow,
+        )
         self.receiver = WebhookReceiver(
             self.adapter, self.queue, settings.ingest, self.metrics, self.health
         )

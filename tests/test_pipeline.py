@@ -171,6 +171,7 @@ def test_shadow_mode_writes_nothing_but_one_optional_note() -> None:
     noting.process(1)
     noting.process(1)
     assert adapter.writes == {"note": 1}
+    assert noting.seen_in_shadow(1)
     assert adapter.store[1].ticket.queue == "Users"
     assert adapter.store[1].marker is None
 
