@@ -52,14 +52,14 @@ def make_pipeline(
 
 
 def new_ticket(ticket_id: int = 1, **fields: object) -> Ticket:
-    return Ticket(
-        id=ticket_id,
-        subject="Invoice wrong",
-        body="Please fix",
-        queue="Users",
-        priority="2 normal",
+    values: dict[str, object] = {
+        "subject": "Invoice wrong",
+        "body": "Please fix",
+        "queue": "Users",
+        "priority": "2 normal",
         **fields,
-    )  # type: ignore[arg-type]
+    }
+    return Ticket(id=ticket_id, **values)  # type: ignore[arg-type]
 
 
 def test_fresh_ticket_is_claimed_changed_noted_and_marked_once() -> None:
