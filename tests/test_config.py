@@ -25,7 +25,10 @@ def test_defaults_load_without_any_configuration(monkeypatch: pytest.MonkeyPatch
 
 
 def test_environment_overrides_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    config = write(tmp_path / "c.yaml", "helpdesk: rt\nrt:\n  url: https://rt.example/\ningest:\n  concurrency: 4\n")
+    config = write(
+        tmp_path / "c.yaml",
+        "helpdesk: rt\nrt:\n  url: https://rt.example/\ningest:\n  concurrency: 4\n",
+    )
     monkeypatch.setenv("TRIAGE_INGEST__CONCURRENCY", "9")
     settings = load_settings(config)
     assert settings.helpdesk == "rt"
@@ -92,3 +95,16 @@ def test_print_config_reports_errors_with_exit_code_2(
     config = write(tmp_path / "c.yaml", "ingest:\n  queue_size: -1\n")
     assert cli_main(["print-config", "--config", str(config)]) == 2
     assert "ingest.queue_size" in capsys.readouterr().err
+
+
+def test_readme_settings_table_is_current() -> None:
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    result = subprocess.run(
+        [sys.executable, str(root / "scripts" / "settings_reference.py"), "--check"],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
