@@ -43,14 +43,26 @@ DEMO_TEMPLATES = {
 }
 
 NEW_TICKETS = [
-    ("Rechnung doppelt abgebucht", "Guten Tag, Sie haben meine Rechnung vom Oktober zweimal "
-     "abgebucht. Bitte erstatten Sie den doppelten Betrag umgehend zurück."),
-    ("VPN connection drops every few minutes", "Since this morning the VPN client disconnects "
-     "every five minutes and I cannot reach the file server. Please help, I have a deadline."),
-    ("Return of a damaged monitor", "The monitor I received last week has a cracked screen. "
-     "I would like to return it and get a replacement."),
-    ("Ausfall des Kundenportals", "Das Kundenportal ist seit einer Stunde nicht erreichbar, "
-     "alle unsere Mitarbeiter sind betroffen."),
+    (
+        "Rechnung doppelt abgebucht",
+        "Guten Tag, Sie haben meine Rechnung vom Oktober zweimal "
+        "abgebucht. Bitte erstatten Sie den doppelten Betrag umgehend zurück.",
+    ),
+    (
+        "VPN connection drops every few minutes",
+        "Since this morning the VPN client disconnects "
+        "every five minutes and I cannot reach the file server. Please help, I have a deadline.",
+    ),
+    (
+        "Return of a damaged monitor",
+        "The monitor I received last week has a cracked screen. "
+        "I would like to return it and get a replacement.",
+    ),
+    (
+        "Ausfall des Kundenportals",
+        "Das Kundenportal ist seit einer Stunde nicht erreichbar, "
+        "alle unsere Mitarbeiter sind betroffen.",
+    ),
     ("Thank you!", "Just wanted to say your support team solved my issue quickly. Great job!"),
 ]
 
@@ -137,8 +149,11 @@ def main(args: argparse.Namespace) -> int:
         report(out, emulator, records, expected, elapsed)
         missing = expected - set(records)
         if args.keep_running and not missing:
-            print(f"\nStill running: {service.url}/metrics and {emulator.url}/api/v1 "
-                  "(Ctrl-C to stop)", file=out)
+            print(
+                f"\nStill running: {service.url}/metrics and {emulator.url}/api/v1 "
+                "(Ctrl-C to stop)",
+                file=out,
+            )
             try:
                 while True:
                     time.sleep(1)
@@ -176,18 +191,29 @@ def report(
         record, source = records[ticket_id]
         heads = {d.head: d for d in record.decisions}
         outcomes[record.outcome] += 1
-        cells = [_head_cell(heads.get(h), width) for h, width in
-                 (("queue", 34), ("priority", 13), ("sentiment", 15))]
+        cells = [
+            _head_cell(heads.get(h), width)
+            for h, width in (("queue", 34), ("priority", 13), ("sentiment", 15))
+        ]
         changed = ", ".join(record.changed) if record.changed else "-"
-        print(f"{ticket_id:>4}  {source:<7} {subject:<38} {cells[0]} {cells[1]} {cells[2]} "
-              f"{record.outcome} ({changed})", file=out)
+        print(
+            f"{ticket_id:>4}  {source:<7} {subject:<38} {cells[0]} {cells[1]} {cells[2]} "
+            f"{record.outcome} ({changed})",
+            file=out,
+        )
     print("", file=out)
     summary = ", ".join(f"{n} {name}" for name, n in sorted(outcomes.items()))
     print(f"{len(expected)} tickets in {elapsed:.1f} s: {summary}", file=out)
-    print("Each triaged ticket now carries the ai-triaged tag, label tags, an internal note that "
-          "explains the decision and, where a template fits, a draft reply.", file=out)
-    print("Legend: applied = changed on the ticket; suggested = tagged and noted only; "
-          "review = tagged needs-review.", file=out)
+    print(
+        "Each triaged ticket now carries the ai-triaged tag, label tags, an internal note that "
+        "explains the decision and, where a template fits, a draft reply.",
+        file=out,
+    )
+    print(
+        "Legend: applied = changed on the ticket; suggested = tagged and noted only; "
+        "review = tagged needs-review.",
+        file=out,
+    )
 
 
 def _head_cell(decision: Any, width: int) -> str:

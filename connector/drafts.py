@@ -72,9 +72,7 @@ class DraftWriter:
         self._matrix: np.ndarray | None = None
         if settings.knowledge_file is not None:
             if embed is None:
-                raise ConfigError(
-                    "drafts.knowledge_file needs a model with an embedding output"
-                )
+                raise ConfigError("drafts.knowledge_file needs a model with an embedding output")
             self._answers = load_knowledge(settings.knowledge_file)
             if self._answers:
                 self._matrix = embed([(a.subject, a.body) for a in self._answers])

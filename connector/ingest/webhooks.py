@@ -98,9 +98,7 @@ class WebhookReceiver:
         except WebhookRejected as rejected:
             self._count(rejected.reason)
             status = REJECTION_STATUS.get(rejected.reason, 400)
-            log.warning(
-                "webhook rejected", extra={"reason": rejected.reason, "status": status}
-            )
+            log.warning("webhook rejected", extra={"reason": rejected.reason, "status": status})
             return JSONResponse({"error": rejected.reason}, status_code=status)
         if event.delivery_id and self.deliveries.seen(event.delivery_id):
             self._count("duplicate")
@@ -113,9 +111,7 @@ class WebhookReceiver:
         if event.delivery_id:
             self.deliveries.remember(event.delivery_id)
         self._count("accepted" if result is Offer.ACCEPTED else "duplicate")
-        return JSONResponse(
-            {"status": "queued", "ticket_id": event.ticket_id}, status_code=202
-        )
+        return JSONResponse({"status": "queued", "ticket_id": event.ticket_id}, status_code=202)
 
     async def _read_body(self, request: Request) -> bytes:
         limit = self.settings.max_body_bytes
