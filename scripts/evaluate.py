@@ -1,0 +1,476 @@
+"""Evaluate a model directory on held-out CSVs, beside a TF-IDF baseline (and another model).
+
+    python scripts/evaluate.py --model model/ \\
+        --test ../shared/data/tickets/test.csv --test ../shared/data/sentiment/test.csv \\
+        --train ../shared/data/tickets/train.csv --train ../shared/data/sentiment/train.csv \\
+        --output runs/eval [--compare OTHER_MODEL_DIR] [--card]
+
+Per head: accuracy, macro-F1, per-class precision/recall/F1, the confusion
+matrix, expected calibration error (top label, 15 bins), and precision and
+coverage at a range of confidence thresholds: what an admin needs to choose
+apply/suggest thresholds. Predictions come from the production path
+(``connector.classifier.Classifier``: text preparation, tokenizer, ONNX), not
+from PyTorch.
+
+The baseline is TF-IDF (word 1-2-grams + character 2-5-grams within word
+boundaries, sublinear tf, min_df 2) with a class-balanced logistic regression,
+trained on ``--train`` and scored on the same test rows. ``--compare`` adds a
+second model directory (e.g. the deployed model beside a retrained one).
+
+Writes ``evaluation.md``, ``evaluation.json`` and ``precision_coverage.png`` to
+``--output``; ``--card`` also puts the Markdown into the model's MODEL_CARD.md
+(and refreshes its manifest).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import shlex
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import modeling
+from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import (
+    accuracy_score,
+    confusion_matrix,
+    f1_score,
+    precision_recall_fscore_support,
+)
+from sklearn.pipeline import FeatureUnion
+
+from connector.classifier import (
+    Classifier,
+    TextInput,
+    expected_calibration_error,
+    precision_coverage,
+)
+from connector.text import prepare_ticket_text
+
+DEFAULT_THRESHOLDS = tuple(round(t, 2) for t in np.arange(0.0, 1.0, 0.05))
+BASELINE = "tfidf+lr"
+
+
+@dataclass
+class LabelledSet:
+    """Test rows of one or more files: raw inputs and labels per head (None = unlabelled)."""
+
+    items: list[TextInput] = field(default_factory=list)
+    labels: dict[str, list[str | None]] = field(default_factory=dict)
+    files: list[dict[str, Any]] = field(default_factory=list)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        description="Evaluate a model directory beside a TF-IDF + logistic regression baseline."
+    )
+    parser.add_argument("--model", type=Path, required=True, help="model directory to evaluate")
+    parser.add_argument(
+        "--test", type=Path, action="append", required=True, help="test CSV (repeatable)"
+    )
+    parser.add_argument(
+        "--train",
+        type=Path,
+        action="append",
+        default=[],
+        help="train CSV for the baseline (repeatable)",
+    )
+    parser.add_argument("--compare", type=Path, help="a second model directory to put beside it")
+    parser.add_argument("--output", type=Path, required=True, help="directory for the reports")
+    parser.add_argument(
+        "--thresholds",
+        default=",".join(str(t) for t in DEFAULT_THRESHOLDS),
+        help="comma-separated confidence thresholds for the precision/coverage table",
+    )
+    parser.add_argument("--no-baseline", action="store_true", help="skip the TF-IDF baseline")
+    parser.add_argument("--card", action="store_true", help="write the results into MODEL_CARD.md")
+    parser.add_argument("--threads", type=int, default=None)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    thresholds = [float(t) for t in args.thresholds.split(",") if t.strip()]
+    classifier = Classifier.load(args.model, threads=args.threads)
+    systems: dict[str, Classifier] = {f"model {classifier.version}": classifier}
+    if args.compare:
+        other = Classifier.load(args.compare, threads=args.threads)
+        systems[f"compare {other.version}"] = other
+    heads = list(classifier.labels)
+    try:
+        test = read_labelled(args.test, heads)
+    except modeling.DataError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+    results: dict[str, dict[str, Any]] = {}
+    for name, system in systems.items():
+        started = time.perf_counter()
+        predictions = system.predict(test.items)
+        print(f"{name}: {len(test.items)} tickets in {time.perf_counter() - started:.1f} s")
+        results[name] = {
+            head: score_head(
+                system.labels[head],
+                test.labels[head],
+                [p.heads[head].probabilities for p in predictions],
+                thresholds,
+                multilabel=system.spec.heads[system.heads.index(head)].kind == "multilabel",
+            )
+            for head in heads
+            if head in system.labels and any(v is not None for v in test.labels[head])
+        }
+    if not args.no_baseline and args.train:
+        started = time.perf_counter()
+        results[BASELINE] = baseline_results(args.train, test, heads, classifier, thresholds)
+        print(f"{BASELINE}: trained and scored in {time.perf_counter() - started:.1f} s")
+
+    command = "python scripts/evaluate.py " + shlex.join(argv if argv is not None else sys.argv[1:])
+    report = {
+        "command": command,
+        "machine": modeling.machine_description(),
+        "test_files": test.files,
+        "systems": results,
+    }
+    args.output.mkdir(parents=True, exist_ok=True)
+    modeling.write_json(args.output / "evaluation.json", report)
+    markdown = render_markdown(report)
+    (args.output / "evaluation.md").write_text(markdown + "\n", encoding="utf-8")
+    plot_precision_coverage(results, args.output / "precision_coverage.png")
+    print(summary_table(results))
+    print(f"wrote {args.output}/evaluation.md, evaluation.json, precision_coverage.png")
+    if args.card:
+        modeling.update_card(args.model, "evaluation", markdown)
+        print(f"updated {args.model / modeling.CARD_FILE} and its manifest")
+    return 0
+
+
+# -- data ------------------------------------------------------------------------------
+
+
+def read_labelled(paths: Sequence[Path], heads: Sequence[str]) -> LabelledSet:
+    """Raw subject/body (or text) and the labels of ``heads`` from each CSV."""
+    csv.field_size_limit(sys.maxsize)
+    result = LabelledSet(labels={head: [] for head in heads})
+    for path in paths:
+        try:
+            handle = path.open(encoding="utf-8-sig", newline="")
+        except OSError as error:
+            raise modeling.DataError(f"{path}: cannot read: {error.strerror}") from None
+        with handle:
+            reader = csv.DictReader(handle)
+            columns = reader.fieldnames or []
+            present = [head for head in heads if head in columns]
+            if not present:
+                raise modeling.DataError(
+                    f"{path}:1: none of the model's heads {list(heads)} is a column"
+                )
+            count = 0
+            for record in reader:
+                if "subject" in columns or "body" in columns:
+                    item = TextInput(record.get("subject") or "", record.get("body") or "")
+                else:
+                    item = TextInput("", record.get("text") or "")
+                result.items.append(item)
+                for head in heads:
+                    value = (record.get(head) or "").strip() if head in present else ""
+                    result.labels[head].append(value or None)
+                count += 1
+        result.files.append(
+            {
+                "file": f"{path.parent.name}/{path.name}",
+                "sha256": modeling.sha256_of(path),
+                "rows": count,
+                "heads": present,
+            }
+        )
+    return result
+
+
+# -- scoring ---------------------------------------------------------------------------
+
+
+def score_head(
+    labels: Sequence[str],
+    truth: Sequence[str | None],
+    probabilities: Sequence[dict[str, float]] | np.ndarray,
+    thresholds: Sequence[float],
+    *,
+    multilabel: bool = False,
+) -> dict[str, Any]:
+    """All figures for one head on the rows that carry its label."""
+    rows = [i for i, value in enumerate(truth) if value is not None]
+    if isinstance(probabilities, np.ndarray):
+        matrix = probabilities[rows]
+    else:
+        matrix = np.array([[probabilities[i][label] for label in labels] for i in rows])
+    if multilabel:
+        return score_multilabel(labels, [str(truth[i]) for i in rows], matrix, thresholds)
+    gold = [str(truth[i]) for i in rows]
+    predicted = [labels[j] for j in matrix.argmax(1)]
+    confidence = matrix.max(1)
+    correct = np.array([p == g for p, g in zip(predicted, gold, strict=True)])
+    classes = list(labels) + sorted(set(gold) - set(labels))
+    precision, recall, f1, support = precision_recall_fscore_support(
+        gold, predicted, labels=classes, zero_division=0
+    )
+    return {
+        "kind": "multiclass",
+        "rows": len(rows),
+        "accuracy": float(accuracy_score(gold, predicted)),
+        "macro_f1": float(f1_score(gold, predicted, average="macro", zero_division=0)),
+        "ece": expected_calibration_error(confidence, correct),
+        "mean_confidence": float(confidence.mean()),
+        "per_class": {
+            label: {
+                "precision": float(p),
+                "recall": float(r),
+                "f1": float(f),
+                "support": int(s),
+            }
+            for label, p, r, f, s in zip(classes, precision, recall, f1, support, strict=True)
+        },
+        "confusion": {
+            "labels": classes,
+            "matrix": confusion_matrix(gold, predicted, labels=classes).tolist(),
+        },
+        "precision_coverage": [
+            _point(point) for point in precision_coverage(confidence, correct, thresholds)
+        ],
+    }
+
+
+def score_multilabel(
+    labels: Sequence[str], truth: Sequence[str], matrix: np.ndarray, thresholds: Sequence[float]
+) -> dict[str, Any]:
+    """Tags: micro/macro-F1 of the tags at probability >= 0.5; each (ticket, tag) is a decision."""
+    index = {label: j for j, label in enumerate(labels)}
+    gold = np.zeros_like(matrix, dtype=bool)
+    for row, value in enumerate(truth):
+        for tag in value.split(";"):
+            if tag.strip() in index:
+                gold[row, index[tag.strip()]] = True
+    chosen = matrix >= 0.5
+    flat_confidence = matrix.ravel()
+    flat_correct = gold.ravel()
+    return {
+        "kind": "multilabel",
+        "rows": len(truth),
+        "micro_f1": float(f1_score(gold, chosen, average="micro", zero_division=0)),
+        "macro_f1": float(f1_score(gold, chosen, average="macro", zero_division=0)),
+        "ece": expected_calibration_error(flat_confidence, flat_correct.astype(float)),
+        "precision_coverage": [
+            _point(point)
+            for point in precision_coverage(
+                flat_confidence[flat_confidence >= 0.05],
+                flat_correct[flat_confidence >= 0.05],
+                thresholds,
+            )
+        ],
+    }
+
+
+def _point(point: Any) -> dict[str, Any]:
+    return {
+        "threshold": point.threshold,
+        "coverage": point.coverage,
+        "precision": point.precision,
+        "count": point.count,
+    }
+
+
+# -- baseline --------------------------------------------------------------------------
+
+
+def baseline_results(
+    train_paths: Sequence[Path],
+    test: LabelledSet,
+    heads: Sequence[str],
+    classifier: Classifier,
+    thresholds: Sequence[float],
+) -> dict[str, Any]:
+    """TF-IDF + class-balanced logistic regression per head, trained on ``train_paths``."""
+    train = read_labelled(train_paths, heads)
+    spec = classifier.spec
+    prepared_train = [prepare_ticket_text(i.subject, i.body, i.content_type) for i in train.items]
+    prepared_test = [prepare_ticket_text(i.subject, i.body, i.content_type) for i in test.items]
+    results: dict[str, Any] = {}
+    for head in heads:
+        if spec.heads[classifier.heads.index(head)].kind == "multilabel":
+            continue  # no baseline for tags
+        rows = [i for i, value in enumerate(train.labels[head]) if value is not None]
+        if not rows or all(v is None for v in test.labels[head]):
+            continue
+        features = FeatureUnion(
+            [
+                ("words", TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, min_df=2)),
+                (
+                    "chars",
+                    TfidfVectorizer(
+                        analyzer="char_wb", ngram_range=(2, 5), sublinear_tf=True, min_df=2
+                    ),
+                ),
+            ]
+        )
+        x_train = features.fit_transform([prepared_train[i] for i in rows])
+        model = LogisticRegression(class_weight="balanced", max_iter=3000)
+        model.fit(x_train, [train.labels[head][i] for i in rows])
+        probabilities = model.predict_proba(features.transform(prepared_test))
+        results[head] = score_head(
+            [str(c) for c in model.classes_], test.labels[head], probabilities, thresholds
+        )
+    return results
+
+
+# -- reporting -------------------------------------------------------------------------
+
+
+def summary_table(results: dict[str, dict[str, Any]]) -> str:
+    heads = sorted(
+        {head for per_head in results.values() for head in per_head}, key=_head_order(results)
+    )
+    rows = []
+    for head in heads:
+        for system, per_head in results.items():
+            if head in per_head:
+                figures = per_head[head]
+                rows.append(
+                    (
+                        head,
+                        system,
+                        figures["macro_f1"],
+                        figures.get("accuracy", figures.get("micro_f1")),
+                        figures["ece"],
+                        figures["rows"],
+                    )
+                )
+    return modeling.markdown_table(("head", "system", "macro-F1", "accuracy", "ECE", "rows"), rows)
+
+
+def _head_order(results: dict[str, dict[str, Any]]) -> Any:
+    first = next(iter(results.values()))
+    order = {head: i for i, head in enumerate(first)}
+    return lambda head: order.get(head, len(order))
+
+
+def render_markdown(report: dict[str, Any]) -> str:
+    results = report["systems"]
+    machine = report["machine"]
+    lines = [
+        "## Evaluation on the test split (generated by scripts/evaluate.py)",
+        "",
+        f"Command: `{report['command']}`",
+        "",
+        f"Machine: {machine['cpu']}, {machine['usable_cpus']} usable CPUs; "
+        f"onnxruntime {machine['onnxruntime']}.",
+        "",
+        "Test files: "
+        + ", ".join(
+            f"{f['file']} ({f['rows']} rows, sha256 {f['sha256'][:12]}…)"
+            for f in report["test_files"]
+        ),
+        "",
+        "### Summary",
+        "",
+        summary_table(results),
+        "",
+        "ECE is the top-label expected calibration error over 15 equal-width bins.",
+    ]
+    model_name = next(iter(results))
+    for head, figures in results[model_name].items():
+        lines += ["", f"### {head}", ""]
+        lines += [
+            "Precision and coverage when only predictions at or above a confidence are used:",
+            "",
+        ]
+        systems = [s for s in results if head in results[s]]
+        header = ["threshold"] + [f"{s} coverage / precision" for s in systems]
+        table_rows = []
+        for index, point in enumerate(figures["precision_coverage"]):
+            row: list[Any] = [f"{point['threshold']:.2f}"]
+            for system in systems:
+                other = results[system][head]["precision_coverage"][index]
+                precision = "-" if other["precision"] is None else f"{other['precision']:.3f}"
+                row.append(f"{other['coverage']:.3f} / {precision}")
+            table_rows.append(row)
+        lines.append(modeling.markdown_table(header, table_rows))
+        if figures["kind"] == "multiclass":
+            lines += ["", f"Per class ({model_name}):", ""]
+            lines.append(
+                modeling.markdown_table(
+                    ("label", "precision", "recall", "F1", "support"),
+                    [
+                        (label, v["precision"], v["recall"], v["f1"], v["support"])
+                        for label, v in figures["per_class"].items()
+                    ],
+                )
+            )
+            confusion = figures["confusion"]
+            lines += ["", "Confusion matrix (rows: true label, columns: predicted):", ""]
+            lines.append(
+                modeling.markdown_table(
+                    ["true \\ predicted", *[_short(label) for label in confusion["labels"]]],
+                    [
+                        [_short(label), *counts]
+                        for label, counts in zip(
+                            confusion["labels"], confusion["matrix"], strict=True
+                        )
+                    ],
+                )
+            )
+    return "\n".join(lines)
+
+
+def _short(label: str, width: int = 14) -> str:
+    return label if len(label) <= width else label[: width - 1] + "…"
+
+
+def plot_precision_coverage(results: dict[str, dict[str, Any]], path: Path) -> None:
+    """One panel per head: precision against coverage as the threshold rises, per system."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    heads = list(next(iter(results.values())))
+    columns = min(2, len(heads))
+    rows = (len(heads) + columns - 1) // columns
+    figure, axes = plt.subplots(rows, columns, figsize=(6 * columns, 4 * rows), squeeze=False)
+    for axis, head in zip(axes.ravel(), heads, strict=False):
+        for system, per_head in results.items():
+            if head not in per_head:
+                continue
+            points = [p for p in per_head[head]["precision_coverage"] if p["precision"] is not None]
+            axis.plot(
+                [p["coverage"] for p in points],
+                [p["precision"] for p in points],
+                marker="o",
+                markersize=3,
+                label=system,
+            )
+        axis.set_title(head)
+        axis.set_xlabel("coverage (share of tickets at or above the threshold)")
+        axis.set_ylabel("precision")
+        axis.set_xlim(0, 1.02)
+        axis.set_ylim(0, 1.02)
+        axis.grid(alpha=0.3)
+        axis.legend(fontsize=8)
+    for axis in axes.ravel()[len(heads) :]:
+        axis.set_visible(False)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

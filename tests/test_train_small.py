@@ -1,0 +1,345 @@
+"""End to end on small data: train -> export -> load -> predict, plus the evaluation scripts.
+
+Uses a few hundred rows of ../shared/data (skipped when it is absent) and
+small synthetic CSVs, with tiny model sizes so that the whole module runs in
+well under two minutes on two cores.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("torch", reason="training needs the train extra (PyTorch)")
+
+SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
+sys.path.insert(0, str(SCRIPTS))
+
+import benchmark_classifier  # noqa: E402
+import evaluate  # noqa: E402
+import train  # noqa: E402
+
+from connector.classifier import Classifier, TextInput  # noqa: E402
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+needs_data = pytest.mark.skipif(not DATA.is_dir(), reason=f"shared data not found at {DATA}")
+
+SMALL = [
+    "--limit-rows", "300", "--vocab-size", "600", "--dim", "16", "--ngram-buckets", "1024",
+    "--lexical-buckets", "2048", "--char-buckets", "2048", "--epochs", "3",
+    "--learning-rate", "0.02", "--threads", "1", "--golden", "8", "--quiet",
+]  # fmt: skip
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def train_default(output: Path, *extra: str) -> int:
+    return train.main(
+        [
+            "--train", str(DATA / "tickets" / "train.csv"),
+            "--train", str(DATA / "sentiment" / "train.csv"),
+            "--dev", str(DATA / "tickets" / "dev.csv"),
+            "--dev", str(DATA / "sentiment" / "dev.csv"),
+            "--heads", "queue,priority,type,sentiment",
+            "--output", str(output),
+            *SMALL,
+            *extra,
+        ]
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def small_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    if not DATA.is_dir():
+        pytest.skip(f"shared data not found at {DATA}")
+    output = tmp_path_factory.mktemp("train") / "model"
+    assert train_default(output) == 0
+    return output
+
+
+@needs_data
+class TestTrainExportLoad:
+    def test_model_directory_is_complete_and_loads(self, small_model: Path) -> None:
+        names = {p.name for p in small_model.iterdir()}
+        assert {"model.onnx", "tokenizer.json", "labels.json", "manifest.json"} <= names
+        assert {"golden.jsonl", "MODEL_CARD.md"} <= names
+        assert not any(name.startswith(".") for name in names)
+        manifest = json.loads((small_model / "manifest.json").read_text())
+        assert set(manifest["files"]) == names - {"manifest.json"}
+
+        model = Classifier.load(small_model, threads=1)
+        assert model.heads == ("queue", "priority", "type", "sentiment")
+        assert set(model.labels["priority"]) == {"low", "medium", "high"}
+        assert set(model.labels["sentiment"]) == {"negative", "neutral", "positive"}
+        [prediction] = model.predict([TextInput("VPN", "The VPN drops every few minutes.")])
+        assert set(prediction.heads) == set(model.heads)
+        assert model.embed([TextInput("a", "b")]).shape[0] == 1
+
+    def test_labels_record_training_files_and_calibration(self, small_model: Path) -> None:
+        labels = json.loads((small_model / "labels.json").read_text())
+        files = {f["file"]: f for f in labels["training"]["train_files"]}
+        assert files["tickets/train.csv"]["sha256"] == sha256(DATA / "tickets" / "train.csv")
+        assert files["sentiment/train.csv"]["sha256"] == sha256(DATA / "sentiment" / "train.csv")
+        assert files["sentiment/train.csv"]["heads"] == ["sentiment"]
+        assert [f["rows"] for f in labels["training"]["train_files"]] == [300, 300]
+        assert all(h["temperature"] > 0 for h in labels["heads"])
+        assert labels["text"]["max_tokens"] == 256
+        assert labels["embedding"]["output"] == "embedding"
+
+    def test_golden_examples_replay(self, small_model: Path) -> None:
+        model = Classifier.load(small_model, threads=1)
+        cases = [
+            json.loads(line) for line in (small_model / "golden.jsonl").read_text().splitlines()
+        ]
+        items = [
+            TextInput(
+                c["subject"],
+                bytes.fromhex(c["body_hex"]) if "body_hex" in c else c["body"],
+                c.get("content_type"),
+            )
+            for c in cases
+        ]
+        for case, prediction in zip(cases, model.predict(items), strict=True):
+            for head, answer in case["expected"].items():
+                assert prediction[head].label == answer["label"]
+                for label, value in answer["probabilities"].items():
+                    assert prediction[head].probabilities[label] == pytest.approx(value, abs=1e-3)
+
+    def test_card_has_the_generated_training_section(self, small_model: Path) -> None:
+        card = (small_model / "MODEL_CARD.md").read_text()
+        assert "<!-- BEGIN generated:training -->" in card
+        assert "sentiment" in card
+
+    def test_same_inputs_give_byte_identical_files(self, small_model: Path, tmp_path: Path) -> None:
+        again = tmp_path / "again"
+        assert train_default(again) == 0
+        for name in ("model.onnx", "tokenizer.json", "labels.json", "golden.jsonl"):
+            assert sha256(again / name) == sha256(small_model / name), name
+
+    def test_retraining_keeps_the_hand_written_card(self, tmp_path: Path) -> None:
+        output = tmp_path / "model"
+        output.mkdir()
+        (output / "MODEL_CARD.md").write_text("# Our model\n\nHand-written notes.\n")
+        assert train_default(output, "--epochs", "1") == 0
+        card = (output / "MODEL_CARD.md").read_text()
+        assert card.startswith("# Our model\n\nHand-written notes.")
+        assert "generated:training" in card
+        Classifier.load(output)  # the manifest covers the final card
+
+    def test_another_organisation_export_unchanged(self, tmp_path: Path) -> None:
+        folder = DATA / "tickets-second-org"
+        output = tmp_path / "org2"
+        code = train.main(
+            [
+                "--train", str(folder / "train.csv"),
+                "--dev", str(folder / "dev.csv"),
+                "--heads", "queue,priority",
+                "--output", str(output),
+                *SMALL,
+            ]
+        )  # fmt: skip
+        assert code == 0
+        model = Classifier.load(output, threads=1)
+        assert model.heads == ("queue", "priority")
+        assert "Security Operations" in model.labels["queue"]
+
+
+def write_rows(path: Path, header: list[str], rows: list[list[str]]) -> Path:
+    with path.open("w", encoding="utf-8", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(header)
+        writer.writerows(rows)
+    return path
+
+
+def synthetic(count: int, offset: int = 0) -> list[list[str]]:
+    """Queue follows the topic word, sentiment-free; easy enough that learning must show."""
+    topics = [
+        ("Billing", "invoice charged twice payment refund"),
+        ("Network", "vpn router wifi connection dropped"),
+        ("Hardware", "laptop screen keyboard broken battery"),
+    ]
+    rows = []
+    for i in range(offset, offset + count):
+        queue, words = topics[i % 3]
+        chosen = " ".join(words.split()[j % 5] for j in range(i % 4 + 2))
+        rows.append([f"Ticket {i}", f"Hello, my {chosen} problem number {i}. Thanks", queue, "low"])
+    return rows
+
+
+class TestLearning:
+    def test_a_learnable_signal_is_learned(self, tmp_path: Path) -> None:
+        header = ["subject", "body", "queue", "priority"]
+        train_csv = write_rows(tmp_path / "train.csv", header, synthetic(240))
+        dev_csv = write_rows(tmp_path / "dev.csv", header, synthetic(60, offset=1000))
+        output = tmp_path / "model"
+        code = train.main(
+            [
+                "--train", str(train_csv), "--dev", str(dev_csv), "--heads", "queue",
+                "--output", str(output), "--vocab-size", "300", "--dim", "16",
+                "--ngram-buckets", "512", "--lexical-buckets", "512", "--char-buckets", "512",
+                "--epochs", "12", "--learning-rate", "0.03",
+                "--threads", "1", "--quiet",
+            ]
+        )  # fmt: skip
+        assert code == 0
+        model = Classifier.load(output, threads=1)
+        held_out = synthetic(60, offset=5000)
+        predictions = model.predict([TextInput(r[0], r[1]) for r in held_out])
+        accuracy = sum(p["queue"].label == r[2] for p, r in zip(predictions, held_out, strict=True))
+        assert accuracy / len(held_out) >= 0.9
+
+    def test_neighbour_memory_recognises_repeated_tickets(self, tmp_path: Path) -> None:
+        # Each ticket's queue is arbitrary (not learnable from its words), but every
+        # dev and test ticket is a light rewording of a training ticket: only the
+        # memory of past tickets can get these right.
+        queues = ["Alpha", "Beta", "Gamma"]
+        words = [
+            "printer",
+            "laptop",
+            "vpn",
+            "invoice",
+            "refund",
+            "screen",
+            "password",
+            "mailbox",
+            "server",
+            "badge",
+        ]
+
+        def ticket(i: int, variant: int) -> list[str]:
+            topic = " ".join(words[(i * 7 + j) % 10] + str((i * 13 + j * 5) % 97) for j in range(8))
+            lead = ["Hello", "Hi team", "Dear support"][variant]
+            return [f"Issue {i}", f"{lead}, problem with {topic}. Thanks", queues[(i * i) % 3]]
+
+        header = ["subject", "body", "queue"]
+        train_csv = write_rows(tmp_path / "train.csv", header, [ticket(i, 0) for i in range(150)])
+        dev_csv = write_rows(tmp_path / "dev.csv", header, [ticket(i, 1) for i in range(0, 150, 2)])
+        output = tmp_path / "model"
+        code = train.main(
+            [
+                "--train", str(train_csv), "--dev", str(dev_csv), "--heads", "queue",
+                "--output", str(output), "--vocab-size", "400", "--dim", "16",
+                "--ngram-buckets", "512", "--lexical-buckets", "1024", "--char-buckets", "512",
+                "--epochs", "3", "--threads", "1", "--quiet",
+            ]
+        )  # fmt: skip
+        assert code == 0
+        labels = json.loads((output / "labels.json").read_text())
+        assert labels["memory"] is not None
+        assert labels["memory"]["heads"] == ["queue"]
+        assert labels["heads"][0]["memory_gain"] > 0
+        model = Classifier.load(output, threads=1)
+        repeats = [ticket(i, 2) for i in range(1, 150, 2)]  # reworded, never seen in dev
+        predictions = model.predict([TextInput(r[0], r[1]) for r in repeats])
+        hits = sum(p["queue"].label == r[2] for p, r in zip(predictions, repeats, strict=True))
+        assert hits / len(repeats) >= 0.9
+
+    def test_no_memory_option(self, tmp_path: Path) -> None:
+        header = ["subject", "body", "queue", "priority"]
+        train_csv = write_rows(tmp_path / "train.csv", header, synthetic(120))
+        output = tmp_path / "model"
+        code = train.main(
+            [
+                "--train", str(train_csv), "--dev", str(train_csv), "--heads", "queue",
+                "--output", str(output), "--vocab-size", "300", "--dim", "8",
+                "--ngram-buckets", "256", "--lexical-buckets", "256", "--char-buckets", "256",
+                "--epochs", "1", "--threads", "1", "--quiet", "--no-memory",
+            ]
+        )  # fmt: skip
+        assert code == 0
+        assert json.loads((output / "labels.json").read_text())["memory"] is None
+
+    def test_tags_head_is_multilabel(self, tmp_path: Path) -> None:
+        header = ["subject", "body", "tags"]
+        rows = [
+            [r[0], r[1], f"{r[2]};Urgent" if i % 2 else r[2]] for i, r in enumerate(synthetic(240))
+        ]
+        train_csv = write_rows(tmp_path / "train.csv", header, rows)
+        dev_csv = write_rows(tmp_path / "dev.csv", header, rows[:60])
+        output = tmp_path / "model"
+        code = train.main(
+            [
+                "--train", str(train_csv), "--dev", str(dev_csv), "--heads", "tags",
+                "--output", str(output), "--vocab-size", "300", "--dim", "16",
+                "--ngram-buckets", "512", "--lexical-buckets", "512", "--char-buckets", "512",
+                "--epochs", "2", "--threads", "1", "--quiet",
+            ]
+        )  # fmt: skip
+        assert code == 0
+        model = Classifier.load(output, threads=1)
+        assert set(model.labels["tags"]) == {"Billing", "Network", "Hardware", "Urgent"}
+        [prediction] = model.predict([TextInput("x", "invoice")])
+        probabilities = prediction["tags"].probabilities
+        assert all(0.0 < p < 1.0 for p in probabilities.values())
+        assert sum(probabilities.values()) != pytest.approx(1.0, abs=1e-3)  # independent sigmoids
+
+    def test_malformed_training_file(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        bad = write_rows(tmp_path / "bad.csv", ["id", "queue"], [["1", "Billing"]])
+        code = train.main(["--train", str(bad), "--dev", str(bad), "--output", str(tmp_path / "m")])
+        assert code == 2
+        assert f"{bad}:1: needs a subject, body or text column" in capsys.readouterr().err
+        assert not (tmp_path / "m").exists()
+
+
+@needs_data
+class TestScripts:
+    def slice_csv(self, source: Path, target: Path, rows: int) -> Path:
+        with source.open(encoding="utf-8", newline="") as handle:
+            reader = csv.reader(handle)
+            lines = [row for _, row in zip(range(rows + 1), reader, strict=False)]
+        with target.open("w", encoding="utf-8", newline="") as handle:
+            csv.writer(handle).writerows(lines)
+        return target
+
+    def test_evaluate_writes_reports_beside_baseline_and_comparison(
+        self, small_model: Path, tmp_path: Path
+    ) -> None:
+        train_csv = self.slice_csv(DATA / "tickets" / "train.csv", tmp_path / "train.csv", 200)
+        test_csv = self.slice_csv(DATA / "tickets" / "test.csv", tmp_path / "test.csv", 80)
+        output = tmp_path / "eval"
+        code = evaluate.main(
+            [
+                "--model", str(small_model), "--compare", str(small_model),
+                "--test", str(test_csv), "--train", str(train_csv), "--output", str(output),
+            ]
+        )  # fmt: skip
+        assert code == 0
+        report = json.loads((output / "evaluation.json").read_text())
+        systems = report["systems"]
+        assert evaluate.BASELINE in systems
+        assert len(systems) == 3
+        queue = next(iter(systems.values()))["queue"]
+        assert queue["rows"] == 80
+        assert 0.0 <= queue["ece"] <= 1.0
+        assert len(queue["confusion"]["matrix"]) >= 2
+        coverage = [p["coverage"] for p in queue["precision_coverage"]]
+        assert coverage[0] == 1.0
+        assert coverage == sorted(coverage, reverse=True)
+        assert "sentiment" not in next(iter(systems.values()))  # no labels in this test file
+        assert (output / "precision_coverage.png").stat().st_size > 1000
+        assert "### queue" in (output / "evaluation.md").read_text()
+
+    def test_benchmark_runs_and_reports(self, small_model: Path, tmp_path: Path) -> None:
+        tickets = self.slice_csv(DATA / "tickets" / "test.csv", tmp_path / "t.csv", 20)
+        code = benchmark_classifier.main(
+            [
+                "--model", str(small_model), "--tickets", str(tickets), "--count", "20",
+                "--single-runs", "20", "--batch-repeats", "1", "--skip-bert", "--threads", "1",
+                "--output", str(tmp_path / "bench"),
+            ]
+        )  # fmt: skip
+        assert code == 0
+        results = json.loads((tmp_path / "bench" / "benchmark.json").read_text())
+        assert results["onnx"]["single"]["p50_ms"] > 0
+        assert results["memory"]["rss_mb"] > 10
+        assert results["threads"]["onnxruntime_intra_op"] == 1
