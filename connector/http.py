@@ -10,6 +10,18 @@ Only idempotent calls are retried blindly. A POST is retried only when the
 adapter says it is safe (``retry=True``), for example a tag add, which is a
 set operation. Writes never follow redirects: a redirect there means the base
 URL is wrong, and following it could replay the write elsewhere.
+
+Every ticket costs several calls, so the per-call work here is kept small (it
+was measured, see docs/benchmarks.md): the tenacity ``Retrying`` is built once
+per client (tenacity keeps its per-call state in thread-locals, so one
+instance serves every worker thread), metric children are looked up once per
+label set, and a request is prepared by requests' own ``PreparedRequest``
+with the session's headers, auth and cookies and handed straight to the
+session's transport adapter. That skips ``Session.request``'s per-call
+merging of settings that never change here (no proxies, no environment, no
+hooks, no per-call headers). Cookies still go out from and come back into the
+session's jar, and a redirect answered to a GET or HEAD is followed by the
+session's own ``resolve_redirects``, as ``Session.request`` did.
 """
 
 from __future__ import annotations
@@ -122,6 +134,19 @@ class HttpClient:
         if auth:
             self.session.auth = auth
         self.session.headers.setdefault("Accept", "application/json")
+        self._transport = adapter
+        self._timeout = (self.timeouts.connect, self.timeouts.read)
+        self._verify: bool | str = verify_tls
+        # One controller for every call: its per-call state lives in thread-locals.
+        self._retrying = tenacity.Retrying(
+            retry=tenacity.retry_if_exception_type(RetryableError),
+            wait=self._wait,
+            stop=self._stop,
+            sleep=self._sleep,
+            before_sleep=self._count_retry,
+            reraise=True,
+        )
+        self._latency: dict[tuple[str, str, str], Any] = {}
 
     def close(self) -> None:
         self.session.close()
@@ -153,25 +178,12 @@ class HttpClient:
             "ticket_id": ticket_id,
         }
 
-        def attempt() -> requests.Response:
-            return self._send_once(method, url, endpoint, where, params, json, ok_statuses)
-
-        if not may_retry:
-            try:
-                return attempt()
-            except HelpdeskError as error:
-                self._count_error(error)
-                raise
-        retrying = tenacity.Retrying(
-            retry=tenacity.retry_if_exception_type(RetryableError),
-            wait=self._wait,
-            stop=self._stop,
-            sleep=self._sleep,
-            before_sleep=self._count_retry,
-            reraise=True,
-        )
         try:
-            return retrying(attempt)
+            if not may_retry:
+                return self._send_once(method, url, endpoint, where, params, json, ok_statuses)
+            return self._retrying(
+                self._send_once, method, url, endpoint, where, params, json, ok_statuses
+            )
         except HelpdeskError as error:
             self._count_error(error)
             raise
@@ -209,14 +221,7 @@ class HttpClient:
         status_label = "error"
         try:
             try:
-                response = self.session.request(
-                    method,
-                    url,
-                    params=params,
-                    json=body,
-                    timeout=(self.timeouts.connect, self.timeouts.read),
-                    allow_redirects=method in ("GET", "HEAD"),
-                )
+                response = self._exchange(method, url, params, body)
             except requests.Timeout:
                 status_label = "timeout"
                 raise NetworkError("timed out", **where) from None
@@ -247,9 +252,56 @@ class HttpClient:
             )
         finally:
             if self.metrics is not None:
-                self.metrics.helpdesk_request_seconds.labels(
-                    helpdesk=self.helpdesk, method=method, endpoint=endpoint, status=status_label
-                ).observe(time.perf_counter() - started)
+                self._latency_child(method, endpoint, status_label).observe(
+                    time.perf_counter() - started
+                )
+
+    def _exchange(
+        self, method: str, url: str, params: Mapping[str, Any] | None, body: Any
+    ) -> requests.Response:
+        """One HTTP exchange, prepared as ``Session.request`` would and sent by its adapter."""
+        session = self.session
+        prepared = requests.PreparedRequest()
+        prepared.prepare(
+            method=method,
+            url=url,
+            headers=session.headers,
+            params=params,
+            json=body,
+            auth=session.auth,
+            cookies=session.cookies,
+        )
+        settings: dict[str, Any] = {
+            "stream": False,
+            "timeout": self._timeout,
+            "verify": self._verify,
+            "cert": session.cert,
+            "proxies": session.proxies,
+        }
+        response = self._transport.send(prepared, **settings)
+        # Read the body now, as Session.send does: it returns the connection to the pool.
+        response.content  # noqa: B018
+        if response.cookies:
+            session.cookies.update(response.cookies)
+        if response.is_redirect and method in ("GET", "HEAD"):
+            # Rare (a proxy in front of the helpdesk): requests' own redirect handling,
+            # which also drops the credentials when the redirect leaves the host.
+            history = [response, *session.resolve_redirects(response, prepared, **settings)]
+            response = history.pop()
+            response.history = history
+        return response
+
+    def _latency_child(self, method: str, endpoint: str, status: str) -> Any:
+        """The latency histogram for one label set, looked up once and then reused."""
+        key = (method, endpoint, status)
+        child = self._latency.get(key)
+        if child is None:
+            assert self.metrics is not None
+            child = self.metrics.helpdesk_request_seconds.labels(
+                helpdesk=self.helpdesk, method=method, endpoint=endpoint, status=status
+            )
+            self._latency[key] = child
+        return child
 
     # -- tenacity hooks ------------------------------------------------------------
 

@@ -212,6 +212,70 @@ def test_articles_are_listed_oldest_first_with_names(
     assert articles[1]["internal"] is True
 
 
+def test_all_true_answers_ticket_articles_people_and_tags_in_zammads_shape(
+    emulator: EmulatorServer, api: requests.Session
+) -> None:
+    url = emulator.api_url
+    api.post(f"{url}/tags/add", json={"object": "Ticket", "o_id": 1, "item": "vip"})
+    api.post(f"{url}/ticket_articles", json={"ticket_id": 1, "body": "n", "internal": True})
+    answer = api.get(f"{url}/tickets/1", params={"all": "true"}).json()
+    assert set(answer) == {
+        "ticket_id",
+        "ticket_article_ids",
+        "assets",
+        "links",
+        "tags",
+        "mentions",
+        "time_accountings",
+        "form_meta",
+    }
+    by_ticket = api.get(f"{url}/ticket_articles/by_ticket/1").json()
+    assert answer["ticket_id"] == 1
+    assert answer["ticket_article_ids"] == [a["id"] for a in by_ticket]
+    assert (
+        answer["tags"]
+        == api.get(f"{url}/tags", params={"object": "Ticket", "o_id": 1}).json()["tags"]
+    )
+    ticket = answer["assets"]["Ticket"]["1"]
+    assert ticket == api.get(f"{url}/tickets/1").json()  # ids, no names
+    assert "group" not in ticket
+    articles = answer["assets"]["TicketArticle"]
+    for listed in by_ticket:
+        article = articles[str(listed["id"])]
+        assert "sender" not in article and "type" not in article  # ids only, as in assets
+        assert article["sender_id"] == listed["sender_id"]
+        assert article["body"] == listed["body"]
+    people = answer["assets"]["User"]
+    assert {str(ticket["customer_id"]), str(ticket["owner_id"])} <= set(people)
+
+
+def test_all_true_shows_a_customer_only_public_articles_and_expand_wins(
+    emulator: EmulatorServer, api: requests.Session
+) -> None:
+    url = emulator.api_url
+    api.post(f"{url}/ticket_articles", json={"ticket_id": 1, "body": "n", "internal": True})
+    api.put(
+        f"{url}/tickets/1/shared_draft",
+        json={"form_id": "f", "new_article": {"body": "draft"}, "ticket_attributes": {}},
+    )
+    customer = emulator.store.users[emulator.store.tickets[1].customer_id]
+    as_customer = requests.get(
+        f"{url}/tickets/1",
+        params={"all": "true"},
+        headers={"Authorization": f"Token token={emulator.store.issue_token(customer.id)}"},
+    ).json()
+    as_agent = api.get(f"{url}/tickets/1", params={"all": "true"}).json()
+    assert len(as_agent["ticket_article_ids"]) == len(as_customer["ticket_article_ids"]) + 1
+    assert "TicketSharedDraftZoom" in as_agent["assets"]
+    assert "TicketSharedDraftZoom" not in as_customer["assets"]
+    both = api.get(f"{url}/tickets/1", params={"all": "true", "expand": "true"}).json()
+    assert (
+        both["group"] == emulator.store.groups[both["group_id"]].name
+    )  # Zammad checks expand first
+    updated = api.put(f"{url}/tickets/1", params={"all": "true"}, json={"priority": "3 high"})
+    assert updated.json()["assets"]["Ticket"]["1"]["priority_id"] == 3
+
+
 # -- tags ------------------------------------------------------------------------------------------
 
 
@@ -588,6 +652,48 @@ def test_reset_restores_the_seed(emulator: EmulatorServer, api: requests.Session
     assert reset == {"status": "ok", "tickets": seeded}
     assert requests.get(f"{emulator.url}/_emulator/stats").json()["requests_total"] == 0
     assert api.get(f"{emulator.api_url}/groups").status_code == 200
+
+
+def test_timings_record_creation_and_the_first_triaged_tag(
+    emulator: EmulatorServer, api: requests.Session
+) -> None:
+    first = create(emulator).json()["id"]
+    second = create(emulator).json()["id"]
+
+    def timings(**params: Any) -> dict[str, Any]:
+        answer: dict[str, Any] = requests.get(
+            f"{emulator.url}/_emulator/timings", params=params
+        ).json()
+        return answer
+
+    def tag(method: str, item: str) -> None:
+        path = "/tags/add" if method == "POST" else "/tags/remove"
+        api.request(
+            method,
+            f"{emulator.api_url}{path}",
+            json={"object": "Ticket", "o_id": first, "item": item},
+        )
+
+    tag("POST", "billing")  # not the marker
+    assert timings(from_id=first, to_id=second)["tickets"][str(first)]["triaged"] is None
+    tag("POST", "AI-Triaged")  # tags compare case-insensitively
+    marked = timings(from_id=first, to_id=second)
+    assert marked["triaged_tag"] == "ai-triaged"
+    assert (marked["created_count"], marked["triaged_count"]) == (2, 1)
+    row = marked["tickets"][str(first)]
+    assert row["created"] <= row["triaged"]
+    assert marked["tickets"][str(second)]["triaged"] is None
+    # Re-triage takes the tag off and puts it back: the first time stays.
+    tag("DELETE", "ai-triaged")
+    tag("POST", "ai-triaged")
+    assert timings(from_id=first, to_id=first)["tickets"][str(first)] == row
+    assert "tickets" not in timings(tickets="false")
+    assert (
+        requests.get(f"{emulator.url}/_emulator/timings", params={"from_id": "x"}).status_code
+        == 422
+    )
+    requests.post(f"{emulator.url}/_emulator/reset")
+    assert timings(from_id=first, to_id=second)["created_count"] == 0
 
 
 def test_seed_covers_the_model_queues_languages_and_shapes(emulator: EmulatorServer) -> None:

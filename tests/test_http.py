@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 import requests
@@ -171,6 +174,55 @@ def test_redirect_on_a_write_is_a_configuration_error(client: HttpClient) -> Non
     with pytest.raises(errors.HelpdeskConfigError):
         client.request("PUT", "/tickets/{id}", path={"id": 1}, json={})
     assert len(responses.calls) == 1
+
+
+@responses.activate
+def test_a_redirect_on_a_read_is_followed(client: HttpClient) -> None:
+    responses.get(f"{BASE}/tickets/1", status=302, headers={"Location": f"{BASE}/tickets/1/moved"})
+    responses.get(f"{BASE}/tickets/1/moved", json={"id": 1})
+    response = client.request("GET", "/tickets/{id}", path={"id": 1})
+    assert response.json() == {"id": 1}
+    assert [r.status_code for r in response.history] == [302]
+    # The credentials go along on the same host, as with requests' own redirects.
+    assert responses.calls[1].request.headers["Authorization"] == "Token token=secret-token"
+
+
+@responses.activate
+def test_cookies_the_helpdesk_sets_are_sent_back(client: HttpClient) -> None:
+    responses.get(f"{BASE}/users/me", json={}, headers={"Set-Cookie": "session=abc; Path=/"})
+    responses.get(f"{BASE}/groups", json=[])
+    client.request("GET", "/users/me")
+    client.request("GET", "/groups")
+    assert "Cookie" not in responses.calls[0].request.headers
+    assert responses.calls[1].request.headers["Cookie"] == "session=abc"
+
+
+@responses.activate
+def test_one_client_retries_for_many_threads_at_once(
+    client: HttpClient, sleeps: list[float], metrics: Metrics
+) -> None:
+    # The client keeps one tenacity controller; each call's attempts must stay its own.
+    count = 8
+    for ticket in range(count):
+        responses.get(f"{BASE}/tickets/{ticket}", status=503)
+        responses.get(f"{BASE}/tickets/{ticket}", status=503)
+        responses.get(f"{BASE}/tickets/{ticket}", json={"id": ticket})
+    start = threading.Barrier(count)
+
+    def read(ticket: int) -> Any:
+        start.wait()
+        return client.request_json("GET", "/tickets/{id}", path={"id": ticket})
+
+    with ThreadPoolExecutor(count) as pool:
+        answers = list(pool.map(read, range(count)))
+    assert answers == [{"id": ticket} for ticket in range(count)]
+    assert len(responses.calls) == 3 * count
+    assert len(sleeps) == 2 * count
+    retries = metrics.registry.get_sample_value(
+        "helpdesk_triage_helpdesk_retries_total",
+        {"helpdesk": "zammad", "endpoint": "/tickets/{id}", "reason": "unavailable"},
+    )
+    assert retries == 2 * count
 
 
 @responses.activate

@@ -103,6 +103,43 @@ def expect_get_ticket(name: str = "ticket_42_expanded.json") -> None:
     )
 
 
+def ticket_all(
+    *,
+    ticket: dict[str, Any] | None = None,
+    articles: list[dict[str, Any]] | None = None,
+    tags: list[str] | None = None,
+) -> dict[str, Any]:
+    """Zammad's ``GET /tickets/42?all=true`` answer, with parts replaced."""
+    answer: dict[str, Any] = load("ticket_42_all.json")
+    if ticket:
+        answer["assets"]["Ticket"]["42"].update(ticket)
+    if articles is not None:
+        answer["assets"]["TicketArticle"] = {str(a["id"]): a for a in articles}
+        answer["ticket_article_ids"] = [a["id"] for a in articles]
+    if tags is not None:
+        answer["tags"] = tags
+    return answer
+
+
+def expect_ticket_all(answer: dict[str, Any] | None = None) -> None:
+    responses.get(
+        f"{BASE}/tickets/42",
+        json=answer if answer is not None else ticket_all(),
+        match=[matchers.query_param_matcher({"all": "true"})],
+    )
+
+
+def expect_lookups() -> None:
+    """The tables that turn the ticket's group, priority and state ids into names."""
+    responses.get(f"{BASE}/groups", json=load("groups.json"))
+    responses.get(f"{BASE}/ticket_priorities", json=load("ticket_priorities.json"))
+    responses.get(f"{BASE}/ticket_states", json=load("ticket_states.json"))
+
+
+def calls_to(path: str) -> int:
+    return sum(1 for c in responses.calls if c.request.url.split("?")[0] == f"{BASE}{path}")
+
+
 # -- interface and configuration ---------------------------------------------------------
 
 
@@ -161,9 +198,8 @@ def test_check_learns_its_own_user_id_for_updated_by_self(adapter: ZammadAdapter
     responses.get(f"{BASE}/users/me", json=load("users_me.json"))
     responses.get(f"{BASE}/ticket_states", json=load("ticket_states.json"))
     adapter.check()
-    expect_get_ticket("ticket_42_updated_by_triage.json")
-    responses.get(f"{BASE}/ticket_articles/by_ticket/42", json=[])
-    responses.get(f"{BASE}/tags", json={"tags": []})
+    expect_ticket_all(ticket_all(ticket={"updated_by_id": 2}))
+    expect_lookups()
     assert adapter.get_ticket(42).updated_by_self is True
     assert len([c for c in responses.calls if c.request.url.endswith("/users/me")]) == 1
 
@@ -339,17 +375,10 @@ def test_without_elasticsearch_the_list_is_scanned_newest_page_first(sleeps: lis
 
 
 @responses.activate
-def test_get_ticket_reads_ticket_articles_and_tags(adapter: ZammadAdapter) -> None:
+def test_get_ticket_reads_ticket_articles_and_tags_in_one_call(adapter: ZammadAdapter) -> None:
     responses.get(f"{BASE}/users/me", json=load("users_me.json"))
-    expect_get_ticket()
-    responses.get(
-        f"{BASE}/ticket_articles/by_ticket/42", json=load("articles_42_html_customer.json")
-    )
-    responses.get(
-        f"{BASE}/tags",
-        json=load("tags_42_claims.json"),
-        match=[matchers.query_param_matcher({"object": "Ticket", "o_id": "42"})],
-    )
+    expect_ticket_all()
+    expect_lookups()
     t = adapter.get_ticket(42)
     assert (t.id, t.number, t.subject) == (42, "67042", "Charged twice for November")
     assert t.content_type == "text/html"
@@ -368,14 +397,91 @@ def test_get_ticket_reads_ticket_articles_and_tags(adapter: ZammadAdapter) -> No
     assert t.failed is True
     # Only internal agent notes count: a customer or a public reply quoting a footer does not.
     assert t.footers == frozenset({"helpdesk-triage note 0a1b2c3d4e5f"})
+    assert calls_to("/ticket_articles/by_ticket/42") == 0
+    assert calls_to("/tags") == 0
+
+
+@responses.activate
+def test_articles_are_taken_in_the_order_zammad_lists_them(adapter: ZammadAdapter) -> None:
+    # Assets are a JSON object keyed by id; the order is ticket_article_ids'.
+    responses.get(f"{BASE}/users/me", json=load("users_me.json"))
+    answer = ticket_all()
+    answer["ticket_article_ids"] = [104, 101, 102, 103, 105]
+    expect_ticket_all(answer)
+    expect_lookups()
+    assert adapter.get_ticket(42).body.startswith("I pasted this")
+
+
+@responses.activate
+def test_lookup_tables_are_read_once_and_reused(adapter: ZammadAdapter) -> None:
+    responses.get(f"{BASE}/users/me", json=load("users_me.json"))
+    expect_ticket_all()
+    expect_lookups()
+    adapter.get_ticket(42)
+    adapter.get_ticket(42)
+    assert calls_to("/tickets/42") == 2
+    assert (calls_to("/groups"), calls_to("/ticket_priorities"), calls_to("/ticket_states")) == (
+        1,
+        1,
+        1,
+    )
+
+
+@responses.activate
+def test_an_unknown_id_rereads_its_table_and_stale_tables_are_reread(sleeps: list[float]) -> None:
+    now = [1000.0]
+    settings = ZammadSettings(url="https://zammad.example", token="secret-token")
+    adapter = ZammadAdapter(settings, MarkerSettings(), sleep=sleeps.append, clock=lambda: now[0])
+    responses.get(f"{BASE}/users/me", json=load("users_me.json"))
+    expect_lookups()
+    expect_ticket_all()
+    assert adapter.get_ticket(42).queue == "Users"
+    # A group created after the table was read: its id makes the adapter read again.
+    responses.replace(
+        responses.GET,
+        f"{BASE}/groups",
+        json=[*load("groups.json"), {"id": 7, "name": "Returns", "active": True}],
+    )
+    responses.replace(
+        responses.GET,
+        f"{BASE}/tickets/42",
+        json=ticket_all(ticket={"group_id": 7}),
+        match=[matchers.query_param_matcher({"all": "true"})],
+    )
+    now[0] += 10
+    assert adapter.get_ticket(42).queue == "Returns"
+    assert calls_to("/groups") == 2
+    # Known ids are reused for a minute, then the tables are read again (renames show up).
+    now[0] += 30
+    adapter.get_ticket(42)
+    assert calls_to("/groups") == 2
+    now[0] += 31
+    adapter.get_ticket(42)
+    assert (calls_to("/groups"), calls_to("/ticket_priorities")) == (3, 2)
+
+
+@responses.activate
+def test_an_id_missing_from_the_tables_is_named_by_an_expanded_read(adapter: ZammadAdapter) -> None:
+    # A group the triage user may not list: fall back to Zammad's own names for this ticket.
+    responses.get(f"{BASE}/users/me", json=load("users_me.json"))
+    expect_lookups()
+    expect_ticket_all(ticket_all(ticket={"group_id": 99}))
+    responses.get(
+        f"{BASE}/tickets/42",
+        json={**load("ticket_42_expanded.json"), "group_id": 99, "group": "Hidden"},
+        match=[matchers.query_param_matcher({"expand": "true"})],
+    )
+    t = adapter.get_ticket(42)
+    assert (t.queue, t.priority, t.state) == ("Hidden", "2 normal", "new")
+    assert calls_to("/groups") == 1  # read once; the id was not in it
 
 
 @responses.activate
 def test_ticket_without_a_customer_article(adapter: ZammadAdapter) -> None:
     responses.get(f"{BASE}/users/me", json=load("users_me.json"))
-    expect_get_ticket()
-    responses.get(f"{BASE}/ticket_articles/by_ticket/42", json=load("articles_no_customer.json"))
-    responses.get(f"{BASE}/tags", json={"tags": []})
+    articles = load("ticket_42_all.json")["assets"]["TicketArticle"]
+    expect_ticket_all(ticket_all(articles=[articles["101"], articles["103"]], tags=[]))
+    expect_lookups()
     t = adapter.get_ticket(42)
     assert t.has_customer_article is False
     assert (t.body, t.content_type) == ("", "text/plain")
@@ -383,33 +489,38 @@ def test_ticket_without_a_customer_article(adapter: ZammadAdapter) -> None:
 
 
 @responses.activate
-def test_articles_without_sender_names_are_read_by_sender_id(adapter: ZammadAdapter) -> None:
+def test_articles_are_read_by_sender_name_or_sender_id(adapter: ZammadAdapter) -> None:
     responses.get(f"{BASE}/users/me", json=load("users_me.json"))
-    expect_get_ticket()
     articles = [
+        {"id": 1, "sender_id": 1, "internal": False, "body": "agent", "content_type": "text/plain"},
+        {"id": 2, "sender": "Agent", "internal": False, "body": "agent by name"},
         {
-            "id": 1,
-            "sender_id": 1,
-            "internal": False,
-            "body": "agent first",
-            "content_type": "text/plain",
-        },
-        {
-            "id": 2,
+            "id": 3,
             "sender_id": 2,
             "internal": False,
             "body": "customer",
             "content_type": "text/plain",
         },
     ]
-    responses.get(f"{BASE}/ticket_articles/by_ticket/42", json=articles)
-    responses.get(f"{BASE}/tags", json={"tags": []})
+    expect_ticket_all(ticket_all(articles=articles, tags=[]))
+    expect_lookups()
     assert adapter.get_ticket(42).body == "customer"
 
 
+@pytest.mark.parametrize(
+    "answer",
+    [
+        ["not", "a", "ticket"],
+        {"ticket_id": 42},
+        {"ticket_id": 42, "ticket_article_ids": [], "tags": [], "assets": {"Ticket": {}}},
+        {"ticket_id": 42, "ticket_article_ids": [], "assets": load("ticket_42_all.json")["assets"]},
+    ],
+)
 @responses.activate
-def test_an_answer_of_the_wrong_shape_is_a_server_error(adapter: ZammadAdapter) -> None:
-    responses.get(f"{BASE}/tickets/42", json=["not", "a", "ticket"])
+def test_an_answer_of_the_wrong_shape_is_a_server_error(
+    adapter: ZammadAdapter, answer: Any
+) -> None:
+    responses.get(f"{BASE}/tickets/42", json=answer)
     with pytest.raises(errors.ServerError):
         adapter.get_ticket(42)
 

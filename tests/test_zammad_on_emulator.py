@@ -131,6 +131,38 @@ def test_get_ticket_reads_the_first_customer_article(
     assert ticket.has_customer_article and not ticket.is_triaged and not ticket.updated_by_self
 
 
+def test_reading_a_ticket_takes_one_request_once_the_names_are_known(
+    emulator: EmulatorServer, adapter: ZammadAdapter
+) -> None:
+    store = emulator.store
+    adapter.get_ticket(1)  # reads the group, priority and state tables once
+    for ticket_id in (2, 3, 4):
+        emulator.stats.reset()
+        ticket = adapter.get_ticket(ticket_id)
+        assert emulator.stats.snapshot()["requests"] == {"GET /api/v1/tickets/{id}": 1}
+        raw = store.tickets[ticket_id]
+        assert (ticket.queue, ticket.priority, ticket.state) == (
+            store.groups[raw.group_id].name,
+            store.priorities[raw.priority_id].name,
+            store.states[raw.state_id].name,
+        )
+        assert ticket.tags == frozenset(raw.tags)
+
+
+def test_a_group_renamed_in_the_helpdesk_is_named_anew_within_a_minute(
+    emulator: EmulatorServer, sleeps: list[float]
+) -> None:
+    now = [0.0]
+    settings = ZammadSettings(url=emulator.url, token=emulator.token)
+    adapter = ZammadAdapter(settings, MarkerSettings(), sleep=sleeps.append, clock=lambda: now[0])
+    group = emulator.store.groups[emulator.store.tickets[1].group_id]
+    before = adapter.get_ticket(1).queue
+    group.name = "Renamed"
+    assert adapter.get_ticket(1).queue == before
+    now[0] += 61
+    assert adapter.get_ticket(1).queue == "Renamed"
+
+
 def test_a_full_run_writes_everything_once_and_marks_the_ticket(
     emulator: EmulatorServer, adapter: ZammadAdapter
 ) -> None:
@@ -301,7 +333,7 @@ def test_429_with_retry_after_is_honoured(
 def test_503_is_retried_until_it_clears(
     emulator: EmulatorServer, adapter: ZammadAdapter, sleeps: list[float]
 ) -> None:
-    add_fault(emulator, method="GET", path="/ticket_articles/by_ticket/", status=503, times=2)
+    add_fault(emulator, method="GET", path=r"/tickets/10$", status=503, times=2)
     assert adapter.get_ticket(10).has_customer_article
     assert len(sleeps) == 2
 
@@ -320,7 +352,7 @@ def test_500_is_not_retried(
 def test_a_dropped_connection_is_retried(
     emulator: EmulatorServer, adapter: ZammadAdapter, sleeps: list[float]
 ) -> None:
-    add_fault(emulator, method="GET", path="/tags", drop_connection=True, times=1)
+    add_fault(emulator, method="GET", path=r"/tickets/11$", drop_connection=True, times=1)
     assert adapter.get_ticket(11).id == 11
     assert len(sleeps) == 1
     assert emulator.stats.snapshot()["faults"] == {"dropped_connection": 1}

@@ -31,6 +31,21 @@ documentation says:
   ``((*:* NOT tags:(...)) OR tags:"retriage")``. Times are given as a range,
   ``updated_at:[2026-11-24T10:00:00Z TO *]``: inside brackets the colons of
   the time need no escaping, unlike in ``updated_at:>=...``.
+- **One ticket in one call.** ``GET /tickets/{id}?all=true`` answers
+  ``TicketsController#ticket_all`` (``Ticket::AssetsAll`` in newer releases):
+  ``{"ticket_id", "ticket_article_ids", "assets": {"Ticket": {"<id>": ...},
+  "TicketArticle": {"<id>": ...}, "User": {...}, ...}, "links", "tags",
+  "mentions", "form_meta"}``. ``ticket_article_ids`` lists the articles the
+  user may see in the ticket's order; assets hold
+  ``attributes_with_association_ids``, so the ticket has ``group_id``,
+  ``priority_id`` and ``state_id`` but no names, and articles ``sender_id``
+  but no sender name; ``tags`` is ``ticket.tag_list`` (the order above).
+  ``expand=true`` is checked first in ``show``, so the two are never sent
+  together. The adapter turns the ids into names with the group, priority and
+  state tables it caches (re-read every minute, and for an id it has not seen,
+  at most every five seconds); an id still unknown after that is named by one
+  ``expand=true`` read. One request per read instead of three (ticket,
+  articles, tags).
 - **Update with a note.** ``PUT /tickets/{id}`` applies the fields and then
   creates the ``article`` inside one ``ticket.with_lock`` block; the answer is
   the ticket (with names when ``expand=true``). A name Zammad cannot find is a
@@ -116,6 +131,9 @@ LIST_MAX_PER_PAGE = 100  # and ticket list pages here
 USERS_PER_PAGE = 100
 NOBODY_ID = 1  # Zammad's placeholder owner "-"
 GROUP_CACHE_SECONDS = 60.0
+NAMES_CACHE_SECONDS = 60.0  # id -> name tables for groups, priorities and states
+# An id unknown right after a read does not trigger another read sooner than this.
+NAMES_RETRY_SECONDS = 5.0
 OWNER_COUNT_MAX_PAGES = 25
 SEEN_TAGS_MAX = 4096
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -174,6 +192,14 @@ class _Group:
     id: int
     name: str
     shared_drafts: bool
+
+
+@dataclass(frozen=True, slots=True)
+class _Names:
+    """One id -> name lookup table (inactive entries included) and when it was read."""
+
+    read_at: float
+    by_id: Mapping[int, str]
 
 
 def api_base(url: str) -> str:
@@ -244,6 +270,9 @@ class ZammadAdapter:
         self._lock = threading.Lock()
         self._me: int | None = None
         self._groups_cache: tuple[float, dict[str, _Group]] | None = None
+        self._names: dict[str, _Names] = {}
+        # One reader refreshes a table while the other workers wait for its answer.
+        self._names_refresh = threading.Lock()
         self._last_page_hint: dict[int, int] = {}
         # Tags as last read or written, per ticket: lets ``finish`` skip removing a
         # re-triage tag that was not there. Bounded; a miss just costs the removal.
@@ -398,15 +427,97 @@ class ZammadAdapter:
     # -- reading one ticket ------------------------------------------------------------------------
 
     def get_ticket(self, ticket_id: int) -> Ticket:
-        raw = self._http.request_json(
-            "GET", TICKET, path={"id": ticket_id}, params={"expand": "true"}, ticket_id=ticket_id
+        """The ticket, its articles and tags in one ``all=true`` call (see the module doc)."""
+        answer = self._http.request_json(
+            "GET", TICKET, path={"id": ticket_id}, params={"all": "true"}, ticket_id=ticket_id
         )
-        if not isinstance(raw, Mapping) or not isinstance(raw.get("id"), int):
+        raw, articles, tags = self._unpack_all(ticket_id, answer)
+        self._remember_tags(ticket_id, tags)
+        named = self._with_names(ticket_id, raw)
+        return self.ticket_from(named, articles, tags, me=self._my_id())
+
+    def _unpack_all(
+        self, ticket_id: int, answer: Any
+    ) -> tuple[Mapping[str, Any], list[Mapping[str, Any]], list[str]]:
+        """The ticket record, its articles in ticket order and its tags from an ``all`` answer."""
+        assets = answer.get("assets") if isinstance(answer, Mapping) else None
+        tickets = assets.get("Ticket") if isinstance(assets, Mapping) else None
+        raw = tickets.get(str(ticket_id)) if isinstance(tickets, Mapping) else None
+        article_ids = answer.get("ticket_article_ids") if isinstance(answer, Mapping) else None
+        tags = answer.get("tags") if isinstance(answer, Mapping) else None
+        if (
+            not isinstance(raw, Mapping)
+            or raw.get("id") != ticket_id
+            or not isinstance(article_ids, list)
+            or not isinstance(tags, list)
+        ):
             raise self._unexpected("GET", TICKET, ticket_id)
-        articles = self._articles(ticket_id)
-        tags = self._tags(ticket_id)
-        me = self._my_id()
-        return self.ticket_from(raw, articles, tags, me=me)
+        records = assets.get("TicketArticle") if isinstance(assets, Mapping) else None
+        records = records if isinstance(records, Mapping) else {}
+        articles = [
+            record
+            for article_id in article_ids
+            if isinstance(record := records.get(str(article_id)), Mapping)
+        ]
+        return raw, articles, [str(t) for t in tags]
+
+    def _with_names(self, ticket_id: int, raw: Mapping[str, Any]) -> Mapping[str, Any]:
+        """The ticket with ``group``, ``priority`` and ``state`` names added from the tables."""
+        names: dict[str, str | None] = {}
+        for kind in ("group", "priority", "state"):
+            item_id = raw.get(f"{kind}_id")
+            names[kind] = self._name(kind, item_id) if isinstance(item_id, int) else None
+            if isinstance(item_id, int) and names[kind] is None:
+                # Not in the table even after a fresh read (a group this user may
+                # not list, say): ask Zammad for this ticket's names instead.
+                expanded = self._http.request_json(
+                    "GET",
+                    TICKET,
+                    path={"id": ticket_id},
+                    params={"expand": "true"},
+                    ticket_id=ticket_id,
+                )
+                if not isinstance(expanded, Mapping):
+                    raise self._unexpected("GET", TICKET, ticket_id)
+                return {**raw, **{k: expanded.get(k) for k in ("group", "priority", "state")}}
+        return {**raw, **names}
+
+    def _name(self, kind: str, item_id: int) -> str | None:
+        """Name of a group, priority or state by id: cached, re-read when stale or unknown."""
+        name, fresh = self._cached_name(kind, item_id)
+        if fresh:
+            return name
+        with self._names_refresh:
+            name, fresh = self._cached_name(kind, item_id)  # another worker may have read it
+            if fresh:
+                return name
+            return self._read_names(kind, self._clock()).by_id.get(item_id)
+
+    def _cached_name(self, kind: str, item_id: int) -> tuple[str | None, bool]:
+        """The cached name and whether it may be used without reading the table again."""
+        with self._lock:
+            table = self._names.get(kind)
+        if table is None:
+            return None, False
+        age = self._clock() - table.read_at
+        name = table.by_id.get(item_id)
+        if name is None:
+            return None, age < NAMES_RETRY_SECONDS
+        return name, age < NAMES_CACHE_SECONDS
+
+    def _read_names(self, kind: str, now: float) -> _Names:
+        if kind == "group":
+            self._groups(refresh=True)
+            with self._lock:
+                return self._names[kind]
+        endpoint = PRIORITIES if kind == "priority" else STATES
+        answer = self._http.request_json("GET", endpoint)
+        if not isinstance(answer, list):
+            raise self._unexpected("GET", endpoint)
+        table = _Names(now, _by_id(answer))
+        with self._lock:
+            self._names[kind] = table
+        return table
 
     def ticket_from(
         self,
@@ -416,7 +527,7 @@ class ZammadAdapter:
         *,
         me: int | None,
     ) -> Ticket:
-        """A domain ``Ticket`` from Zammad's ticket (expanded), articles and tags."""
+        """A domain ``Ticket`` from Zammad's ticket (with names), articles and tags."""
         first = next((a for a in articles if _sender(a) == "Customer"), None)
         lowered = {t.lower() for t in tags}
         m = self.markers
@@ -589,6 +700,8 @@ class ZammadAdapter:
         }
         with self._lock:
             self._groups_cache = (now, groups)
+            # Names of every group, inactive ones too: a ticket may still sit in one.
+            self._names["group"] = _Names(now, _by_id(answer))
         return groups
 
     # -- claims and markers ------------------------------------------------------------------------
@@ -1022,6 +1135,18 @@ def _html(text: str) -> str:
         "<p>" + "<br>".join(html.escape(line) for line in p.split("\n")) + "</p>"
         for p in paragraphs
     )
+
+
+def _by_id(records: Iterable[Any]) -> dict[int, str]:
+    """``{id: name}`` from a lookup list (groups, priorities, states), inactive ones included."""
+    return {
+        int(r["id"]): str(r["name"])
+        for r in records
+        if isinstance(r, Mapping)
+        and isinstance(r.get("id"), int)
+        and not isinstance(r.get("id"), bool)
+        and r.get("name")
+    }
 
 
 def _ref(item: Mapping[str, Any]) -> TicketRef:

@@ -4,7 +4,8 @@
 lists the routes, ``store`` the behaviour copied from Zammad, ``shapes`` the
 JSON it answers, ``query`` the search syntax, ``webhooks`` and ``faults`` the
 trigger deliveries and the injected failures, ``stats`` the write accounting,
-``seed`` the sample data.
+``timings`` when each ticket was created and first marked triaged, ``seed``
+the sample data.
 
 Importing this package is cheap: the server (Starlette, uvicorn) loads on
 first use of ``EmulatorServer``, so ``helpdesk-triage --help`` stays fast.

@@ -6,7 +6,7 @@ Zammad routes served (all under ``/api/v1``, all authenticated):
     GET  /groups                          GET  /ticket_priorities      GET /ticket_states
     GET  /tickets                         POST /tickets
     GET  /tickets/search
-    GET  /tickets/{id}                    PUT  /tickets/{id}
+    GET  /tickets/{id}                    PUT  /tickets/{id}     (``expand``, ``all``)
     GET|PUT|PATCH|DELETE /tickets/{id}/shared_draft
     GET  /ticket_articles/by_ticket/{id}  POST /ticket_articles
     GET  /tags                            POST /tags/add               DELETE /tags/remove
@@ -14,14 +14,19 @@ Zammad routes served (all under ``/api/v1``, all authenticated):
 Answers follow Zammad's: the same JSON fields, 201 for creations, ``true`` for
 tag writes, ``{"error", "error_human"}`` with 401/403/404/422, and an unknown
 route is a 404 "No route matches". ``expand=true`` adds names to tickets and
-users. ``GET /tickets/search`` answers in the shape the parameters ask for:
-a flat list with ``expand=true``, ``{"record_ids", "assets", "total_count"}``
-with ``full=true``, otherwise the older ``{"tickets", "tickets_count", "assets"}``.
+users; ``all=true`` on one ticket answers it with its articles, people and
+tags in one go (``shapes.ticket_all``). ``GET /tickets/search`` answers in
+the shape the parameters ask for: a flat list with ``expand=true``,
+``{"record_ids", "assets", "total_count"}`` with ``full=true``, otherwise the
+older ``{"tickets", "tickets_count", "assets"}``.
 
 Admin routes (no authentication; the emulator listens on loopback only):
 
     GET|DELETE /_emulator/stats    request and write counts (see ``stats``); DELETE zeroes them
-    POST /_emulator/reset          reseed the store, clear faults and counts
+    GET  /_emulator/timings        per ticket: created and first marked triaged (see
+                                   ``timings``); ``from_id``/``to_id`` narrow it to a range
+                                   of ids, ``tickets=false`` leaves out all but the counts
+    POST /_emulator/reset          reseed the store, clear faults, counts and timings
     GET|POST|DELETE /_emulator/faults   list, add, clear fault rules (see ``faults``)
     POST /_emulator/tickets/bulk   {"count": N, "webhooks": false}: N new tickets
     GET  /_emulator/health         {"status": "ok"}
@@ -110,6 +115,7 @@ class EmulatorApp:
             self._api("POST", "/tags/add", self.tag_add),
             self._api("DELETE", "/tags/remove", self.tag_remove),
             Route("/_emulator/stats", self.admin_stats, methods=["GET", "DELETE"]),
+            Route("/_emulator/timings", self.admin_timings, methods=["GET"]),
             Route("/_emulator/reset", self.admin_reset, methods=["POST"]),
             Route("/_emulator/faults", self.admin_faults, methods=["GET", "POST", "DELETE"]),
             Route("/_emulator/tickets/bulk", self.admin_bulk, methods=["POST"]),
@@ -235,7 +241,19 @@ class EmulatorApp:
 
     async def ticket_show(self, request: Request, user: User) -> Response:
         ticket = self.store.get_ticket(user, _ticket_id(request))
-        return JsonResponse(shapes.ticket_json(self.store, ticket, expand=_flag(request, "expand")))
+        return self._ticket_answer(request, user, ticket)
+
+    def _ticket_answer(self, request: Request, user: User, ticket: Ticket) -> Response:
+        """One ticket as Zammad's ``show``/``update`` answer it: ``expand`` wins over ``all``."""
+        store = self.store
+        if _flag(request, "expand"):
+            return JsonResponse(shapes.ticket_json(store, ticket, expand=True))
+        if _flag(request, "all"):
+            with store.lock:
+                articles = store.articles_of(user, ticket.id)
+                draft = store.shared_draft_if_allowed(user, ticket.id)
+                return JsonResponse(shapes.ticket_all(store, ticket, articles, draft))
+        return JsonResponse(shapes.ticket_json(store, ticket))
 
     def create_ticket(self, user: User, payload: Mapping[str, Any]) -> Ticket:
         """Create a ticket as ``POST /tickets`` does, firing the webhook when one is configured."""
@@ -252,7 +270,7 @@ class EmulatorApp:
     async def ticket_update(self, request: Request, user: User) -> Response:
         data = await _json_object(request)
         ticket = self.store.update_ticket(user, _ticket_id(request), data)
-        return JsonResponse(shapes.ticket_json(self.store, ticket, expand=_flag(request, "expand")))
+        return self._ticket_answer(request, user, ticket)
 
     def _fire_webhook(self, ticket: Ticket, article: Any) -> None:
         if self.webhooks is None:
@@ -310,6 +328,20 @@ class EmulatorApp:
         if request.method == "DELETE":
             self.stats.reset()
         return JsonResponse(self.stats.snapshot())
+
+    async def admin_timings(self, request: Request) -> Response:
+        params = request.query_params
+        try:
+            from_id = int(params["from_id"]) if params.get("from_id") else None
+            to_id = int(params["to_id"]) if params.get("to_id") else None
+        except ValueError:
+            return JsonResponse({"error": "from_id and to_id must be ticket ids"}, 422)
+        snapshot = self.store.timings.snapshot(
+            per_ticket=params.get("tickets", "true").lower() not in ("false", "0"),
+            from_id=from_id,
+            to_id=to_id,
+        )
+        return JsonResponse(snapshot)
 
     async def admin_reset(self, request: Request) -> Response:
         self.faults.clear()

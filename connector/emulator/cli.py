@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from connector.emulator import DEMO_TOKEN
+from connector.emulator.timings import DEFAULT_TRIAGED_TAG
 
 TOKEN_ENV = "TRIAGE_EMULATOR_TOKEN"
 WEBHOOK_SECRET_ENV = "TRIAGE_EMULATOR_WEBHOOK_SECRET"
@@ -44,6 +45,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="10,20,30,40",
         help="seconds between webhook retries, comma-separated (Zammad: 10,20,30,40)",
     )
+    parser.add_argument(
+        "--triaged-tag",
+        default=DEFAULT_TRIAGED_TAG,
+        help="marker tag whose first arrival per ticket /_emulator/timings records",
+    )
     parser.add_argument("--log-level", default="warning", help="uvicorn log level")
 
 
@@ -73,6 +79,7 @@ def main(args: argparse.Namespace) -> int:
             webhook_url=args.webhook_url,
             webhook_secret=secret,
             webhook_retry_delays=delays,
+            triaged_tag=args.triaged_tag,
             log_level=args.log_level,
         )
     except OSError as error:

@@ -23,15 +23,21 @@ Values compare case-insensitively (Zammad's tags and names are analysed as
 keywords in lower case). Date fields compare as instants; id fields as
 integers. A field outside ``TICKET_FIELDS`` is an error, so a query drifting
 beyond the documented subset fails loudly instead of matching nothing.
+
+A search evaluates the tree once per ticket, and a poll reads several pages of
+a store with thousands of tickets, so each node converts its operands once,
+when it is built, and a group sorts its clauses by occurrence up front.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import Enum
+from typing import Any
 
 # Fields of a ticket document, and how their values compare.
 DATE_FIELDS = frozenset({"created_at", "updated_at"})
@@ -92,21 +98,40 @@ class MatchAll(Node):
 class Term(Node):
     field: str
     value: str
+    # How to compare, and the value converted for it: set once in __post_init__.
+    _how: str = dataclasses.field(init=False, repr=False, compare=False)
+    _wanted: object = dataclasses.field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        how: str
+        wanted: object
+        if self.value == "*":
+            how, wanted = "any", None
+        elif self.field in INTEGER_FIELDS:
+            how, wanted = "equal", _as_int(self.value)
+        elif self.field in DATE_FIELDS:
+            how, wanted = "equal", _as_datetime(self.value)
+        elif "*" in self.value or "?" in self.value:
+            how, wanted = "pattern", self.value.lower()
+        else:
+            how, wanted = "text", self.value.lower()
+        object.__setattr__(self, "_how", how)
+        object.__setattr__(self, "_wanted", wanted)
 
     def matches(self, doc: Document) -> bool:
         values = doc.get(self.field, ())
-        if self.value == "*":
-            return bool(values)
-        if self.field in INTEGER_FIELDS:
-            wanted_int = _as_int(self.value)
-            return any(v == wanted_int for v in values)
-        if self.field in DATE_FIELDS:
-            wanted_date = _as_datetime(self.value)
-            return any(v == wanted_date for v in values)
-        wanted = self.value.lower()
-        if "*" in wanted or "?" in wanted:
-            return any(fnmatch.fnmatchcase(str(v).lower(), wanted) for v in values)
-        return any(str(v).lower() == wanted for v in values)
+        how, wanted = self._how, self._wanted
+        if how == "text":
+            # Plain loops, not any() over a generator: this runs per ticket per search.
+            for v in values:  # noqa: SIM110
+                if str(v).lower() == wanted:
+                    return True
+            return False
+        if how == "equal":
+            return wanted in values
+        if how == "pattern":
+            return any(fnmatch.fnmatchcase(str(v).lower(), str(wanted)) for v in values)
+        return bool(values)
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,17 +141,22 @@ class Range(Node):
     high: str | None
     include_low: bool = True
     include_high: bool = True
+    _low: object = dataclasses.field(init=False, repr=False, compare=False)
+    _high: object = dataclasses.field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        convert = _converter(self.field)
+        object.__setattr__(self, "_low", convert(self.low) if self.low is not None else None)
+        object.__setattr__(self, "_high", convert(self.high) if self.high is not None else None)
 
     def matches(self, doc: Document) -> bool:
-        convert = _converter(self.field)
-        low = convert(self.low) if self.low is not None else None
-        high = convert(self.high) if self.high is not None else None
+        low: Any = self._low
+        high: Any = self._high
         for value in doc.get(self.field, ()):
-            if low is not None and (value < low or (value == low and not self.include_low)):  # type: ignore[operator]
+            v: Any = value
+            if low is not None and (v < low or (v == low and not self.include_low)):
                 continue
-            if high is not None and (
-                value > high or (value == high and not self.include_high)  # type: ignore[operator]
-            ):
+            if high is not None and (v > high or (v == high and not self.include_high)):
                 continue
             return True
         return False
@@ -135,20 +165,31 @@ class Range(Node):
 @dataclass(frozen=True, slots=True)
 class Bool(Node):
     clauses: tuple[tuple[Occur, Node], ...]
+    _must: tuple[Node, ...] = dataclasses.field(init=False, repr=False, compare=False)
+    _should: tuple[Node, ...] = dataclasses.field(init=False, repr=False, compare=False)
+    _must_not: tuple[Node, ...] = dataclasses.field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        for name, occur in (("_must", Occur.MUST), ("_should", Occur.SHOULD)):
+            object.__setattr__(self, name, tuple(n for o, n in self.clauses if o is occur))
+        must_not = tuple(n for o, n in self.clauses if o is Occur.MUST_NOT)
+        object.__setattr__(self, "_must_not", must_not)
 
     def matches(self, doc: Document) -> bool:
-        must = [n for o, n in self.clauses if o is Occur.MUST]
-        should = [n for o, n in self.clauses if o is Occur.SHOULD]
-        must_not = [n for o, n in self.clauses if o is Occur.MUST_NOT]
-        if any(n.matches(doc) for n in must_not):
-            return False
-        if not all(n.matches(doc) for n in must):
-            return False
-        if must or not should:
+        for node in self._must_not:
+            if node.matches(doc):
+                return False
+        for node in self._must:
+            if not node.matches(doc):
+                return False
+        if self._must or not self._should:
             # SHOULD clauses are optional beside a MUST; a purely negative group
             # matches everything else (Elasticsearch adds the match-all).
             return True
-        return any(n.matches(doc) for n in should)
+        for node in self._should:  # noqa: SIM110 (see Term.matches)
+            if node.matches(doc):
+                return True
+        return False
 
 
 def parse(text: str) -> Node:

@@ -3,9 +3,10 @@
 The HTTP server is uvicorn with the ``httptools`` parser, serving a Starlette
 application. Both are already dependencies of the sidecar (its own webhook and
 metrics server). Measured against the Zammad adapter, the emulator spends about
-0.2 ms of CPU per request, so one core serves a few thousand small JSON
-requests a second, which the end-to-end benchmark needs (about 9 requests per
-triaged ticket at 200+ tickets a second). The standard library's
+0.15 to 0.25 ms of CPU per request (most of it in uvicorn's protocol handling,
+not in the handlers), so one core serves several thousand small JSON requests a
+second, which the end-to-end benchmark needs (about 8.5 requests per triaged
+ticket, see docs/benchmarks.md). The standard library's
 ``http.server`` would add no dependency, but it parses every request in Python
 on a thread per connection and cannot abort a connection before answering,
 which the fault injection needs.
@@ -36,6 +37,7 @@ from connector.emulator.api import EmulatorApp
 from connector.emulator.faults import FaultInjector
 from connector.emulator.stats import Stats
 from connector.emulator.store import Store, User
+from connector.emulator.timings import DEFAULT_TRIAGED_TAG, Timings
 from connector.emulator.webhooks import ZAMMAD_RETRY_DELAYS, WebhookConfig, WebhookDispatcher
 
 DEFAULT_PORT = 8765
@@ -46,6 +48,7 @@ class EmulatorServer:
 
     ``seed``: True for the bundled sample tickets, False for groups and users
     only, or a path to / the contents of a file shaped like ``sample_tickets.json``.
+    ``triaged_tag``: the marker tag whose first arrival ``timings`` records.
     """
 
     def __init__(
@@ -61,6 +64,7 @@ class EmulatorServer:
         webhook_retry_delays: tuple[float, ...] = ZAMMAD_RETRY_DELAYS,
         webhook_trigger: str = "helpdesk-triage: ticket created",
         webhook_workers: int = 4,
+        triaged_tag: str = DEFAULT_TRIAGED_TAG,
         clock: Callable[[], datetime] | None = None,
         log_level: str = "warning",
     ) -> None:
@@ -69,7 +73,8 @@ class EmulatorServer:
         self._password = password
         self._log_level = log_level
         self.stats = Stats()
-        self.store = Store(clock=clock, stats=self.stats)
+        self.timings = Timings(triaged_tag)
+        self.store = Store(clock=clock, stats=self.stats, timings=self.timings)
         self.faults = FaultInjector(self.stats)
         self._seed_data = self._seed_source(seed)
         self.triage_user = self._reseed()

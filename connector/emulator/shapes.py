@@ -1,9 +1,27 @@
 """Zammad's JSON shapes for the emulator's records, as its REST API answers them.
 
 ``ticket_json`` is ``attributes_with_association_ids`` (plus names with
-``expand``, as ``attributes_with_association_names``); articles always carry
-their ``type``, ``sender`` and author names, as ``by_ticket`` answers them;
-shared drafts come as assets keyed ``TicketSharedDraftZoom``.
+``expand``, as ``attributes_with_association_names``); articles carry their
+``type``, ``sender`` and author names, as ``by_ticket`` answers them, except
+inside assets, where Zammad puts ``attributes_with_association_ids`` (ids
+only); shared drafts come as assets keyed ``TicketSharedDraftZoom``.
+
+``ticket_all`` is the answer to ``GET /tickets/{id}?all=true``, as
+``TicketsController#ticket_all`` builds it (app/controllers/tickets_controller.rb;
+``Ticket::AssetsAll#all_assets`` in app/models/ticket/assets_all.rb in newer
+releases)::
+
+    {"ticket_id": 42, "ticket_article_ids": [101, 102],
+     "assets": {"Ticket": {"42": {...}}, "TicketArticle": {"101": {...}, ...},
+                "User": {"7": {...}, ...}, "TicketSharedDraftZoom": {...}},
+     "links": [], "tags": ["billing"], "mentions": [], "time_accountings": [],
+     "form_meta": {...}}
+
+Articles are those the user may see (internal notes only for agents), in the
+ticket's order; ``User`` holds the ticket's and the articles' people; the
+shared draft is there when the ticket has one and the user may change it.
+Links, mentions and time accounting are always empty here, and ``form_meta``
+carries only the ``filter`` part of Zammad's screen options.
 """
 
 from __future__ import annotations
@@ -62,11 +80,12 @@ def ticket_json(store: Store, t: Ticket, *, expand: bool = False) -> dict[str, A
         return data
 
 
-def article_json(store: Store, a: Article) -> dict[str, Any]:
+def article_json(store: Store, a: Article, *, names: bool = True) -> dict[str, Any]:
+    """An article as ``by_ticket`` answers it; without ``names`` as assets hold it (ids only)."""
     with store.lock:
         author = store.users.get(a.created_by_id)
         login = author.login if author else "-"
-        return {
+        data: dict[str, Any] = {
             "id": a.id,
             "ticket_id": a.ticket_id,
             "type_id": ARTICLE_TYPES[a.type],
@@ -88,10 +107,50 @@ def article_json(store: Store, a: Article) -> dict[str, Any]:
             "created_at": iso(a.created_at),
             "updated_at": iso(a.created_at),
             "attachments": [],
-            "type": a.type,
-            "sender": a.sender,
-            "created_by": login,
-            "updated_by": login,
+        }
+        if names:
+            data.update(type=a.type, sender=a.sender, created_by=login, updated_by=login)
+        return data
+
+
+def ticket_all(
+    store: Store,
+    t: Ticket,
+    articles: list[Article],
+    draft: SharedDraft | None,
+) -> dict[str, Any]:
+    """``GET /tickets/{id}?all=true``: the ticket with its articles, people and tags (see above)."""
+    with store.lock:
+        people = {t.created_by_id, t.updated_by_id, t.owner_id, t.customer_id}
+        people.update(a.created_by_id for a in articles)
+        assets: dict[str, Any] = {
+            "Ticket": {str(t.id): ticket_json(store, t)},
+            "TicketArticle": {str(a.id): article_json(store, a, names=False) for a in articles},
+            "User": {
+                str(user_id): user_json(store, store.users[user_id])
+                for user_id in sorted(people)
+                if user_id in store.users
+            },
+        }
+        if draft is not None:
+            assets.update(draft_assets(draft))
+        return {
+            "ticket_id": t.id,
+            "ticket_article_ids": [a.id for a in articles],
+            "assets": assets,
+            "links": [],
+            "tags": list(t.tags),
+            "mentions": [],
+            "time_accountings": [],
+            "form_meta": {
+                "filter": {
+                    "group_id": sorted(store.groups),
+                    "priority_id": sorted(store.priorities),
+                    "state_id": sorted(store.states),
+                    "type_id": [ARTICLE_TYPES["note"], ARTICLE_TYPES["phone"]],
+                },
+                "dependencies": None,
+            },
         }
 
 

@@ -22,6 +22,11 @@ Behaviour copied from Zammad, with where it was confirmed:
 One behaviour is the emulator's own stand-in for "Zammad answered 200 but did
 not apply the value": an owner who lacks full access to the ticket's group is
 silently not set. Adapters must check the answer, as they must with Zammad.
+
+Besides Zammad's behaviour, the store notes when each ticket was created and
+when it first got the triage marker (``timings``), for the end-to-end
+benchmark. Search reads each ticket's fields only as the query asks for them
+(``_TicketDocument``): a poll pages through a store of thousands of tickets.
 """
 
 from __future__ import annotations
@@ -31,13 +36,14 @@ import binascii
 import itertools
 import secrets
 import threading
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from connector.emulator import query as q
 from connector.emulator.stats import Stats
+from connector.emulator.timings import Timings
 
 ROLE_IDS = {"Admin": 1, "Agent": 2, "Customer": 3}
 ROLE_PERMISSIONS = {
@@ -171,11 +177,16 @@ class Store:
     """The whole helpdesk. Public methods take the acting ``User`` and check its rights."""
 
     def __init__(
-        self, *, clock: Callable[[], datetime] | None = None, stats: Stats | None = None
+        self,
+        *,
+        clock: Callable[[], datetime] | None = None,
+        stats: Stats | None = None,
+        timings: Timings | None = None,
     ) -> None:
         self._lock = threading.RLock()
         self.clock = clock or (lambda: datetime.now(UTC))
         self.stats = stats or Stats()
+        self.timings = timings or Timings()
         self.clear()
 
     # -- set-up --------------------------------------------------------------------------
@@ -199,6 +210,8 @@ class Store:
             self._ticket_ids = itertools.count(1)
             self._article_ids = itertools.count(1)
             self._draft_ids = itertools.count(1)
+            # Ticket ids start again at 1, so times recorded for the old ones must go.
+            self.timings.clear()
 
     def add_group(self, name: str, *, shared_drafts: bool = True, active: bool = True) -> Group:
         with self._lock:
@@ -394,11 +407,14 @@ class Store:
         sort_field = sort_by if sort_by in ("updated_at", "created_at", "id", "number") else None
         descending = (order_by or "desc").lower() != "asc"
         with self._lock:
-            hits = [
-                t
-                for t in self.tickets.values()
-                if self._can_read(user, t) and node.matches(self._document(t))
-            ]
+            readable = self._readable(user)
+            document = _TicketDocument(self)
+            hits = []
+            for t in self.tickets.values():
+                if readable(t):
+                    document.ticket = t
+                    if node.matches(document):
+                        hits.append(t)
             key: Callable[[Ticket], Any]
             if sort_field in ("updated_at", "created_at"):
                 key = lambda t: (getattr(t, sort_field), t.id)  # noqa: E731
@@ -411,33 +427,15 @@ class Store:
             hits.sort(key=key, reverse=descending)
             return hits[offset : offset + limit], len(hits)
 
-    def _document(self, t: Ticket) -> dict[str, tuple[object, ...]]:
-        group = self.groups[t.group_id].name
-        state = self.states[t.state_id].name
-        priority = self.priorities[t.priority_id].name
-        return {
-            "id": (t.id,),
-            "number": (t.number,),
-            "title": (t.title,),
-            "tags": tuple(t.tags),
-            "state": (state,),
-            "state.name": (state,),
-            "group": (group,),
-            "group.name": (group,),
-            "priority": (priority,),
-            "priority.name": (priority,),
-            "owner.login": (self.users[t.owner_id].login,),
-            "customer.login": (self.users[t.customer_id].login,),
-            "group_id": (t.group_id,),
-            "state_id": (t.state_id,),
-            "priority_id": (t.priority_id,),
-            "owner_id": (t.owner_id,),
-            "customer_id": (t.customer_id,),
-            "created_by_id": (t.created_by_id,),
-            "updated_by_id": (t.updated_by_id,),
-            "created_at": (t.created_at,),
-            "updated_at": (t.updated_at,),
-        }
+    def _readable(self, user: User) -> Callable[[Ticket], bool]:
+        """``_can_read`` for one user, with the permission checks done once per search."""
+        groups = (
+            frozenset(g for g in user.group_access if user.access(g, "read"))
+            if user.has("ticket.agent")
+            else frozenset()
+        )
+        own = user.id if user.has("ticket.customer") else None
+        return lambda t: t.group_id in groups or t.customer_id == own
 
     def create_ticket(self, user: User, data: Mapping[str, Any]) -> tuple[Ticket, Article | None]:
         """``POST /tickets``: the ticket, its tags and its first article, as one unit."""
@@ -470,6 +468,7 @@ class Store:
                 updated_at=now,
             )
             self.tickets[ticket.id] = ticket
+            self.timings.created(ticket.id)
             if user.has("ticket.agent"):
                 owner_id = self._resolve_owner(data, ticket)
                 if owner_id is not None:
@@ -572,6 +571,7 @@ class Store:
                 tags=[t for t in tags if t.strip()],
             )
             self.tickets[ticket.id] = ticket
+            self.timings.created(ticket.id)
             for spec in articles:
                 sender = str(spec.get("sender") or "Customer")
                 author = customer_user if sender == "Customer" else agent
@@ -698,6 +698,7 @@ class Store:
         ticket.tags.append(name)
         ticket.updated_at = self.clock()
         self.stats.ticket(ticket.id, "tags_added")
+        self.timings.tag_added(ticket.id, name)
         return True
 
     @staticmethod
@@ -713,6 +714,18 @@ class Store:
             ticket = self.get_ticket(user, ticket_id)
             if not self._can_change(user, ticket):
                 raise ApiError(403, "Not authorized")
+            return self.drafts.get(ticket.id)
+
+    def shared_draft_if_allowed(self, user: User, ticket_id: int) -> SharedDraft | None:
+        """The ticket's shared draft for an agent who may change the ticket (``all=true``).
+
+        Shared drafts are agents' work (Zammad's ``SharedDraftZoomPolicy``): a
+        customer never sees one, even on a ticket of their own.
+        """
+        with self._lock:
+            ticket = self.get_ticket(user, ticket_id)
+            if not (user.has("ticket.agent") and user.access(ticket.group_id, "change")):
+                return None
             return self.drafts.get(ticket.id)
 
     def put_shared_draft(self, user: User, ticket_id: int, data: Mapping[str, Any]) -> SharedDraft:
@@ -847,6 +860,66 @@ class Store:
         if data.get("customer") not in (None, ""):
             return self._user_by_login("customer", str(data["customer"]))
         raise ApiError(422, "Customer can't be blank")
+
+
+class _TicketDocument(Mapping[str, Sequence[object]]):
+    """A ticket as the search sees it (``query.Document``), each field read only when asked.
+
+    A search matches one query against every ticket; most clauses look at two
+    or three fields, so building all of them per ticket would be wasted. One
+    instance is reused for a whole search (``ticket`` is set per ticket) under
+    the store's lock.
+    """
+
+    __slots__ = ("store", "ticket")
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.ticket: Ticket | None = None
+
+    def __getitem__(self, name: str) -> Sequence[object]:
+        getter = _DOCUMENT_FIELDS.get(name)
+        if getter is None or self.ticket is None:
+            raise KeyError(name)
+        return getter(self.store, self.ticket)
+
+    def get(self, name: str, default: Any = None) -> Any:
+        # Mapping's own get goes through __getitem__ and a KeyError; this is per ticket.
+        getter = _DOCUMENT_FIELDS.get(name)
+        if getter is None or self.ticket is None:
+            return default
+        return getter(self.store, self.ticket)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(_DOCUMENT_FIELDS)
+
+    def __len__(self) -> int:
+        return len(_DOCUMENT_FIELDS)
+
+
+_DOCUMENT_FIELDS: dict[str, Callable[[Store, Ticket], Sequence[object]]] = {
+    "id": lambda s, t: (t.id,),
+    "number": lambda s, t: (t.number,),
+    "title": lambda s, t: (t.title,),
+    "tags": lambda s, t: t.tags,
+    "state": lambda s, t: (s.states[t.state_id].name,),
+    "state.name": lambda s, t: (s.states[t.state_id].name,),
+    "group": lambda s, t: (s.groups[t.group_id].name,),
+    "group.name": lambda s, t: (s.groups[t.group_id].name,),
+    "priority": lambda s, t: (s.priorities[t.priority_id].name,),
+    "priority.name": lambda s, t: (s.priorities[t.priority_id].name,),
+    "owner.login": lambda s, t: (s.users[t.owner_id].login,),
+    "customer.login": lambda s, t: (s.users[t.customer_id].login,),
+    "group_id": lambda s, t: (t.group_id,),
+    "state_id": lambda s, t: (t.state_id,),
+    "priority_id": lambda s, t: (t.priority_id,),
+    "owner_id": lambda s, t: (t.owner_id,),
+    "customer_id": lambda s, t: (t.customer_id,),
+    "created_by_id": lambda s, t: (t.created_by_id,),
+    "updated_by_id": lambda s, t: (t.updated_by_id,),
+    "created_at": lambda s, t: (t.created_at,),
+    "updated_at": lambda s, t: (t.updated_at,),
+}
 
 
 def _as_id(value: object, name: str) -> int:
