@@ -751,6 +751,32 @@ def test_an_empty_ticket_list_is_not_found(
     assert caught.value.ticket_id == 7
 
 
+def test_a_deleted_ticket_is_not_found_rather_than_a_credentials_failure(
+    make: Callable[..., ZnunyAdapter], mocked: responses.RequestsMock
+) -> None:
+    adapter = make()
+    denied = {"Error": {"ErrorCode": "TicketGet.AccessDenied", "ErrorMessage": "no"}}
+    expect_get(mocked, "7", denied, articles=True)
+    with pytest.raises(errors.NotFoundError) as caught:
+        adapter.get_ticket(7)
+    assert caught.value.ticket_id == 7
+    assert caught.value.code == "TicketGet.AccessDenied"
+
+
+def test_a_failed_login_on_read_stays_a_credentials_failure(
+    make: Callable[..., ZnunyAdapter], mocked: responses.RequestsMock
+) -> None:
+    adapter = make()
+    expect_get(
+        mocked,
+        "7",
+        {"Error": {"ErrorCode": "TicketGet.AuthFail", "ErrorMessage": "no"}},
+        articles=True,
+    )
+    with pytest.raises(errors.AuthError):
+        adapter.get_ticket(7)
+
+
 # -- writing back -------------------------------------------------------------------------------
 
 

@@ -486,7 +486,22 @@ class ZnunyAdapter:
         return self.changed_since(None, page_size=page_size, max_pages=max_pages)
 
     def get_ticket(self, ticket_id: int) -> Ticket:
-        raw = self._get_tickets([ticket_id], articles=True)
+        try:
+            raw = self._get_tickets([ticket_id], articles=True)
+        except AuthError as error:
+            # A deleted ticket answers AccessDenied too; reporting it as our credentials
+            # failing would mark the sidecar unhealthy and retry it forever.
+            if not (error.code or "").startswith("TicketGet.") or not _is_unreadable_ticket(error):
+                raise
+            raise NotFoundError(
+                "ticket not readable",
+                helpdesk=HELPDESK,
+                method="GET",
+                endpoint=self._routes.ticket_get,
+                status=error.status,
+                ticket_id=ticket_id,
+                code=error.code,
+            ) from error
         if not raw:
             raise NotFoundError(
                 "ticket not found",
