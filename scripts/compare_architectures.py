@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import statistics
 import subprocess
 import sys
@@ -51,6 +52,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         help="extra train.py argument for every candidate (repeatable): --train-arg=--epochs=10",
     )
+    parser.add_argument(
+        "--arch-arg",
+        action="append",
+        default=[],
+        help="extra train.py argument for one candidate (repeatable): transformer:--epochs=4",
+    )
     parser.add_argument("--single-runs", type=int, default=300)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--reuse", action="store_true", help="keep candidates already trained")
@@ -63,13 +70,17 @@ def build_parser() -> argparse.ArgumentParser:
 def train(arch: str, args: argparse.Namespace) -> tuple[Path, float]:
     output = args.work / arch
     if args.reuse and (output / "manifest.json").is_file():
-        return output, float("nan")
+        # The card train.py wrote records the wall time of the earlier run.
+        card = (output / modeling.CARD_FILE).read_text(encoding="utf-8")
+        match = re.search(r"Wall time: (\d+) s", card)
+        return output, float(match.group(1)) if match else float("nan")
     command = [sys.executable, str(TRAIN_SCRIPT), "--arch", arch, "--heads", args.heads]
     for path in args.train:
         command += ["--train", str(path)]
     for path in args.dev:
         command += ["--dev", str(path)]
-    command += [*args.train_arg, "--output", str(output), "--quiet"]
+    own = [a.split(":", 1)[1] for a in args.arch_arg if a.split(":", 1)[0] == arch]
+    command += [*args.train_arg, *own, "--output", str(output), "--quiet"]
     if args.threads:
         command += ["--threads", str(args.threads)]
     started = time.perf_counter()
@@ -148,6 +159,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         [a for p in args.train for a in ("--train", str(p))]
         + [a for p in args.dev for a in ("--dev", str(p))]
         + [f"--train-arg={a}" for a in args.train_arg]
+        + [f"--arch-arg={a}" for a in args.arch_arg]
         + ["--archs", args.archs, "--work", str(args.work), "--threads", str(threads)]
     )
     markdown = "\n".join(

@@ -135,12 +135,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         results[BASELINE] = baseline_results(args.train, test, heads, classifier, thresholds)
         print(f"{BASELINE}: trained and scored in {time.perf_counter() - started:.1f} s")
 
+    paired = paired_comparison(results)
     command = "python scripts/evaluate.py " + shlex.join(argv if argv is not None else sys.argv[1:])
     report = {
         "command": command,
         "machine": modeling.machine_description(),
         "test_files": test.files,
         "systems": results,
+        "paired": paired,
     }
     args.output.mkdir(parents=True, exist_ok=True)
     modeling.write_json(args.output / "evaluation.json", report)
@@ -148,6 +150,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     (args.output / "evaluation.md").write_text(markdown + "\n", encoding="utf-8")
     plot_precision_coverage(results, args.output / "precision_coverage.png")
     print(summary_table(results))
+    if paired:
+        print(paired_table(paired))
     print(f"wrote {args.output}/evaluation.md, evaluation.json, precision_coverage.png")
     if args.card:
         modeling.update_card(args.model, "evaluation", markdown)
@@ -226,6 +230,8 @@ def score_head(
     )
     return {
         "kind": "multiclass",
+        "_gold": gold,  # for the paired comparison; dropped before the report is written
+        "_predicted": predicted,
         "rows": len(rows),
         "accuracy": float(accuracy_score(gold, predicted)),
         "macro_f1": float(f1_score(gold, predicted, average="macro", zero_division=0)),
@@ -363,6 +369,74 @@ def _head_order(results: dict[str, dict[str, Any]]) -> Any:
     return lambda head: order.get(head, len(order))
 
 
+def paired_comparison(
+    results: dict[str, dict[str, Any]], resamples: int = 1000, seed: int = 0
+) -> list[dict[str, Any]]:
+    """Macro-F1 of the model minus each other system's, with a paired bootstrap over test rows.
+
+    Both systems are scored on the same resampled rows each time, so the
+    interval is about their difference, not about either alone. Drops the
+    per-row predictions from ``results`` afterwards.
+    """
+    names = list(results)
+    model = names[0]
+    rng = np.random.default_rng(seed)
+    rows: list[dict[str, Any]] = []
+    for head, figures in results[model].items():
+        if "_predicted" not in figures:
+            continue
+        gold = np.array(figures["_gold"])
+        mine = np.array(figures["_predicted"])
+        samples = [rng.integers(0, len(gold), len(gold)) for _ in range(resamples)]
+        for other in names[1:]:
+            theirs_figures = results[other].get(head)
+            if not theirs_figures or "_predicted" not in theirs_figures:
+                continue
+            theirs = np.array(theirs_figures["_predicted"])
+            differences = np.array(
+                [
+                    f1_score(gold[i], mine[i], average="macro", zero_division=0)
+                    - f1_score(gold[i], theirs[i], average="macro", zero_division=0)
+                    for i in samples
+                ]
+            )
+            rows.append(
+                {
+                    "head": head,
+                    "against": other,
+                    "difference": figures["macro_f1"] - theirs_figures["macro_f1"],
+                    "standard_error": float(differences.std()),
+                    "interval_95": [
+                        float(np.percentile(differences, 2.5)),
+                        float(np.percentile(differences, 97.5)),
+                    ],
+                    "share_not_worse": float(np.mean(differences >= 0)),
+                }
+            )
+    for per_head in results.values():
+        for figures in per_head.values():
+            figures.pop("_gold", None)
+            figures.pop("_predicted", None)
+    return rows
+
+
+def paired_table(paired: Sequence[dict[str, Any]]) -> str:
+    return modeling.markdown_table(
+        ["head", "against", "macro-F1 difference", "std. error", "95 % interval", "P(not worse)"],
+        [
+            [
+                row["head"],
+                row["against"],
+                f"{row['difference']:+.3f}",
+                f"{row['standard_error']:.3f}",
+                f"[{row['interval_95'][0]:+.3f}, {row['interval_95'][1]:+.3f}]",
+                f"{row['share_not_worse']:.2f}",
+            ]
+            for row in paired
+        ],
+    )
+
+
 def render_markdown(report: dict[str, Any]) -> str:
     results = report["systems"]
     machine = report["machine"]
@@ -386,6 +460,17 @@ def render_markdown(report: dict[str, Any]) -> str:
         "",
         "ECE is the top-label expected calibration error over 15 equal-width bins.",
     ]
+    if report.get("paired"):
+        lines += [
+            "",
+            "### The model against the others, paired",
+            "",
+            "Macro-F1 of the model minus the other system's, with a paired bootstrap "
+            "(1000 resamples of the test rows, both systems scored on the same rows); "
+            "P(not worse) is the share of resamples where the model is at least as good.",
+            "",
+            paired_table(report["paired"]),
+        ]
     model_name = next(iter(results))
     for head, figures in results[model_name].items():
         lines += ["", f"### {head}", ""]

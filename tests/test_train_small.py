@@ -328,6 +328,19 @@ class TestScripts:
         assert "sentiment" not in next(iter(systems.values()))  # no labels in this test file
         assert (output / "precision_coverage.png").stat().st_size > 1000
         assert "### queue" in (output / "evaluation.md").read_text()
+        # Paired bootstrap: the model against itself differs by exactly nothing.
+        against_itself = [row for row in report["paired"] if row["against"].startswith("compare ")]
+        assert {row["head"] for row in against_itself} == {"queue", "priority", "type"}
+        for row in against_itself:
+            assert row["difference"] == 0.0
+            assert row["interval_95"] == [0.0, 0.0]
+            assert row["share_not_worse"] == 1.0
+        baseline_rows = [row for row in report["paired"] if row["against"] == evaluate.BASELINE]
+        assert len(baseline_rows) == 3
+        assert all(
+            r["interval_95"][0] <= r["difference"] <= r["interval_95"][1] for r in baseline_rows
+        )
+        assert "_predicted" not in json.dumps(report)
 
     def test_benchmark_runs_and_reports(self, small_model: Path, tmp_path: Path) -> None:
         tickets = self.slice_csv(DATA / "tickets" / "test.csv", tmp_path / "t.csv", 20)
