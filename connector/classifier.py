@@ -148,6 +148,7 @@ class Classifier:
         threads: int | None = None,
         max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
         max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS,
+        spin_wait: bool = False,
     ) -> Classifier:
         """Verify ``model_dir`` and load it; raise ``ModelError`` naming the file at fault.
 
@@ -167,7 +168,7 @@ class Classifier:
                 f"{manifest.get('model_version')!r}"
             )
         tokenizer = _load_tokenizer(model_dir / TOKENIZER_FILE, spec.max_tokens)
-        session = _create_session(model_dir / MODEL_FILE, threads or cpu_limit())
+        session = _create_session(model_dir / MODEL_FILE, threads or cpu_limit(), spin_wait)
         _check_graph(session, spec)
         return cls(
             spec=spec,
@@ -424,7 +425,7 @@ def _load_tokenizer(path: Path, max_tokens: int) -> Tokenizer:
     return tokenizer
 
 
-def session_options(threads: int) -> ort.SessionOptions:
+def session_options(threads: int, *, spin_wait: bool = False) -> ort.SessionOptions:
     """Full graph optimisation, explicit thread counts, sequential execution."""
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -432,13 +433,19 @@ def session_options(threads: int) -> ort.SessionOptions:
     options.intra_op_num_threads = max(1, threads)
     options.inter_op_num_threads = 1
     options.log_severity_level = 3  # warnings about unused initialisers are noise here
+    # Idle pool threads otherwise spin for a while after every run; in a service
+    # that runs small batches between helpdesk calls, that burns the cores the
+    # worker threads need (measured in docs/benchmarks.md).
+    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin_wait else "0")
     return options
 
 
-def _create_session(path: Path, threads: int) -> ort.InferenceSession:
+def _create_session(path: Path, threads: int, spin_wait: bool) -> ort.InferenceSession:
     try:
         return ort.InferenceSession(
-            str(path), sess_options=session_options(threads), providers=["CPUExecutionProvider"]
+            str(path),
+            sess_options=session_options(threads, spin_wait=spin_wait),
+            providers=["CPUExecutionProvider"],
         )
     except Exception as error:  # onnxruntime raises its own Fail/InvalidGraph/... types
         raise ModelError(f"{path.name}: cannot load ONNX model ({type(error).__name__})") from None

@@ -268,6 +268,8 @@ class ModelSettings(Section):
     """Inference threads; unset: the container's CPU limit."""
     max_batch: int = Field(64, ge=1, le=1024)
     """Most tickets per inference batch."""
+    spin_wait: bool = False
+    """Let idle inference threads spin: about 10 % more bulk throughput for far more idle CPU."""
 
 
 class ClassThresholds(Section):

@@ -67,7 +67,9 @@ class Service:
         self.health = Health(self.metrics)
         self.adapter = adapter or build_adapter(settings, self.metrics)
         self.classifier = classifier or Classifier.load(
-            settings.model.path, threads=settings.model.threads or cpu_limit()
+            settings.model.path,
+            threads=settings.model.threads or cpu_limit(),
+            spin_wait=settings.model.spin_wait,
         )
         self.health.model_loaded()
         self.metrics.model_info.labels(version=self.classifier.version).set(1)

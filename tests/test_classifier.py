@@ -201,6 +201,11 @@ class TestSession:
         assert options.execution_mode == ort.ExecutionMode.ORT_SEQUENTIAL
         assert options.intra_op_num_threads == 3
         assert options.inter_op_num_threads == 1
+        assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+
+    def test_spin_wait_on_request(self) -> None:
+        options = session_options(2, spin_wait=True)
+        assert options.get_session_config_entry("session.intra_op.allow_spinning") == "1"
 
     def test_explicit_threads(self, tiny: Classifier) -> None:
         assert tiny.threads == 1
