@@ -70,6 +70,8 @@ class Poller:
 
     def poll_once(self) -> int:
         """One incremental poll; returns how many tickets were handed to the queue."""
+        if self._queue_full():
+            return 0  # the cursor stays; the next poll pages from the same place
         started = self._now()
         since = None
         if self.cursor is not None:
@@ -86,11 +88,18 @@ class Poller:
 
     def sweep_once(self) -> int:
         """One reconcile sweep over every open ticket that still needs triage."""
+        if self._queue_full():
+            return 0
         refs = self.adapter.untriaged(
             page_size=self.settings.page_size, max_pages=self.settings.max_pages
         )
         accepted, _, _ = self._offer_all(refs, "sweep")
         return accepted
+
+    def _queue_full(self) -> bool:
+        # Paging through a listing whose first pages are all already queued costs
+        # both sides a request per page and cannot hand over anything new.
+        return self.queue.depth() >= self.queue.capacity
 
     def _offer_all(
         self, refs: Iterable[TicketRef], source: str
