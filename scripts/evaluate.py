@@ -193,7 +193,7 @@ def read_labelled(paths: Sequence[Path], heads: Sequence[str]) -> LabelledSet:
         result.files.append(
             {
                 "file": f"{path.parent.name}/{path.name}",
-                "sha256": modeling.sha256_of(path),
+                "sha256": modeling.sha256_file(path),
                 "rows": count,
                 "heads": present,
             }

@@ -53,6 +53,7 @@ from tokenizers.processors import TemplateProcessing
 from torch import nn
 from torch.nn import functional as F
 
+from connector.classifier import sha256_file
 from connector.cpu import cpu_limit
 from connector.text import MAX_CHARS, SUBJECT_BODY_SEPARATOR, prepare_ticket_text
 
@@ -95,14 +96,6 @@ class HeadSpec:
     @property
     def output(self) -> str:
         return f"probs_{self.name}"
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def read_rows(
@@ -1406,7 +1399,7 @@ GOLDEN_FILE = "golden.jsonl"
 def write_manifest(model_dir: Path, version: str) -> dict[str, Any]:
     """manifest.json: the model version and the sha256 and size of every other file."""
     files = {
-        path.name: {"sha256": sha256_of(path), "bytes": path.stat().st_size}
+        path.name: {"sha256": sha256_file(path), "bytes": path.stat().st_size}
         for path in sorted(model_dir.iterdir())
         if path.is_file() and path.name != "manifest.json" and not path.name.startswith(".")
     }

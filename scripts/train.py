@@ -257,7 +257,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         tokenizer.enable_truncation(max_length=args.max_tokens)
         tokenizer.no_padding()
         tokenizer.save(str(staging / "tokenizer.json"))
-        version = args.version or f"{args.name}-{modeling.sha256_of(staging / 'model.onnx')[:12]}"
+        version = args.version or f"{args.name}-{modeling.sha256_file(staging / 'model.onnx')[:12]}"
         labels = labels_document(
             version,
             specs,
@@ -304,7 +304,7 @@ def read_files(
         described.append(
             {
                 "file": f"{path.parent.name}/{path.name}",
-                "sha256": modeling.sha256_of(path),
+                "sha256": modeling.sha256_file(path),
                 "rows": len(file_rows),
                 "heads": fed,
             }
