@@ -193,6 +193,15 @@ def test_shadow_mode_changes_nothing(classifier: Any) -> None:
     [
         ({"queue": {"apply": 0.0, "suggest": 0.0}}, "ai:queue:", "applied"),
         ({"queue": {"apply": 1.0, "suggest": 1.0}}, "needs-review", "review"),
+        (
+            {
+                "queue": {"apply": 1.0, "suggest": 0.0},
+                "type": {"apply": 1.0, "suggest": 1.0, "review_when_unsure": False},
+                "sentiment": {"apply": 1.0, "suggest": 1.0, "review_when_unsure": False},
+            },
+            "ai:suggest:queue:",
+            "suggested",
+        ),
     ],
 )
 def test_thresholds_decide_between_apply_and_review(
