@@ -4,12 +4,15 @@ A pure function of the text and the model directory; it knows nothing about
 helpdesks. The model directory (see docs/training.md) holds:
 
 - ``model.onnx``: inputs ``input_ids`` and ``attention_mask`` (int64, batch x
-  sequence, both axes dynamic); one output of probabilities per head
+  sequence, both axes dynamic) and, for a model with whole-word features,
+  ``lexical_ids``/``lexical_counts`` (batch x features, from
+  ``connector.word_features``); one output of probabilities per head
   (``probs_<head>``, batch x labels, calibration already applied) and,
   optionally, an L2-normalised ``embedding`` (batch x dim);
 - ``tokenizer.json``: a HuggingFace ``tokenizers`` file;
 - ``labels.json``: heads, their labels in output order, text settings (max
-  tokens, max characters, how subject and body are joined), temperatures, version;
+  tokens, max characters, how subject and body are joined), the word feature
+  settings (when the graph reads them), temperatures, version;
 - ``manifest.json``: the model version and the sha256 of every file;
 - ``golden.jsonl`` and ``MODEL_CARD.md``.
 
@@ -46,6 +49,13 @@ from connector.cpu import cpu_limit
 from connector.domain import HeadPrediction, Prediction
 from connector.errors import ModelError
 from connector.text import MAX_CHARS, SUBJECT_BODY_SEPARATOR, prepare_ticket_text
+from connector.word_features import (
+    COUNTS_INPUT,
+    IDS_INPUT,
+    WordFeatureConfig,
+    WordFeatures,
+    pad_features,
+)
 
 MODEL_FILE = "model.onnx"
 TOKENIZER_FILE = "tokenizer.json"
@@ -66,7 +76,7 @@ DEFAULT_MAX_BATCH_TOKENS = 8192
 MULTICLASS = "multiclass"
 MULTILABEL = "multilabel"
 # Inputs the classifier can feed; a graph asking for anything else is rejected at load.
-_KNOWN_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+_KNOWN_INPUTS = ("input_ids", "attention_mask", "token_type_ids", IDS_INPUT, COUNTS_INPUT)
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +114,7 @@ class ModelSpec:
     max_chars: int
     separator: str
     embedding_output: str | None
+    word_features: WordFeatureConfig | None = None
 
 
 class Classifier:
@@ -128,6 +139,9 @@ class Classifier:
         self._session = session
         self._tokenizer = tokenizer
         self._input_names = tuple(i.name for i in session.get_inputs())
+        self._word_features = (
+            WordFeatures(spec.word_features) if spec.word_features is not None else None
+        )
         self._output_names = [h.output for h in spec.heads]
         if spec.embedding_output:
             self._output_names.append(spec.embedding_output)
@@ -245,16 +259,34 @@ class Classifier:
             return [self._tokenizer.encode(texts[0]).ids]
         return [encoding.ids for encoding in self._tokenizer.encode_batch(list(texts))]
 
-    def run_token_ids(self, token_ids: Sequence[Sequence[int]]) -> dict[str, np.ndarray]:
-        """Raw model outputs (name -> batch x width) for already tokenized texts, in order."""
+    def lexical_features(self, texts: Sequence[str]) -> list[tuple[np.ndarray, np.ndarray]] | None:
+        """Whole-word feature ids and counts of already prepared texts (None: not used)."""
+        if self._word_features is None:
+            return None
+        return [self._word_features(text) for text in texts]
+
+    def run_token_ids(
+        self,
+        token_ids: Sequence[Sequence[int]],
+        lexical: Sequence[tuple[np.ndarray, np.ndarray]] | None = None,
+    ) -> dict[str, np.ndarray]:
+        """Raw model outputs (name -> batch x width) for already tokenized texts, in order.
+
+        ``lexical`` is ``lexical_features`` of the same texts; a model with
+        whole-word features needs it.
+        """
+        if self._word_features is not None and (lexical is None or len(lexical) != len(token_ids)):
+            raise ValueError("this model reads whole-word features: pass lexical_features(texts)")
         count = len(token_ids)
         results: dict[str, np.ndarray] = {}
         for indices in plan_batches(
             [len(ids) for ids in token_ids], self.max_batch_size, self.max_batch_tokens
         ):
-            outputs = self._session.run(
-                self._output_names, self._feeds([token_ids[i] for i in indices])
+            feeds = self._feeds(
+                [token_ids[i] for i in indices],
+                [lexical[i] for i in indices] if lexical is not None else None,
             )
+            outputs = self._session.run(self._output_names, feeds)
             for name, value in zip(self._output_names, outputs, strict=True):
                 if name not in results:
                     results[name] = np.empty((count, value.shape[1]), dtype=np.float32)
@@ -266,8 +298,8 @@ class Classifier:
     ) -> tuple[list[Prediction], np.ndarray]:
         if not items:
             return [], np.zeros((0, self._embedding_dim), dtype=np.float32)
-        token_ids = self.encode_texts([self.prepare(item) for item in items])
-        outputs = self.run_token_ids(token_ids)
+        texts = [self.prepare(item) for item in items]
+        outputs = self.run_token_ids(self.encode_texts(texts), self.lexical_features(texts))
         predictions = [
             Prediction(
                 heads={
@@ -283,13 +315,19 @@ class Classifier:
             return predictions, outputs[embedding_output]
         return predictions, np.zeros((len(items), 0), dtype=np.float32)
 
-    def _feeds(self, sequences: Sequence[Sequence[int]]) -> dict[str, np.ndarray]:
+    def _feeds(
+        self,
+        sequences: Sequence[Sequence[int]],
+        lexical: Sequence[tuple[np.ndarray, np.ndarray]] | None,
+    ) -> dict[str, np.ndarray]:
         input_ids, attention_mask = pad(sequences)
         available = {
             "input_ids": input_ids,
             "attention_mask": attention_mask,
             "token_type_ids": np.zeros_like(input_ids),
         }
+        if lexical is not None:
+            available[IDS_INPUT], available[COUNTS_INPUT] = pad_features(lexical)
         return {name: available[name] for name in self._input_names}
 
 
@@ -403,7 +441,24 @@ def parse_labels(data: Any) -> ModelSpec:
         max_chars=max_chars,
         separator=separator,
         embedding_output=embedding_output,
+        word_features=_parse_word_features(data.get("word_features"), fail),
     )
+
+
+def _parse_word_features(raw: Any, fail: Any) -> WordFeatureConfig | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, dict):
+        raise fail("'word_features' must be null or an object")
+    values = {}
+    for name in ("buckets", "min_chars", "max_chars", "text_chars"):
+        value = raw.get(name)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise fail(f"word_features.{name} must be a positive integer")
+        values[name] = value
+    if values["min_chars"] > values["max_chars"]:
+        raise fail("word_features.min_chars exceeds max_chars")
+    return WordFeatureConfig(**values)
 
 
 def _read_json(path: Path) -> Any:
@@ -456,6 +511,13 @@ def _check_graph(session: ort.InferenceSession, spec: ModelSpec) -> None:
     unknown = [name for name in inputs if name not in _KNOWN_INPUTS]
     if unknown or "input_ids" not in inputs:
         raise ModelError(f"{MODEL_FILE}: inputs {inputs} are not supported (need input_ids)")
+    reads_words = IDS_INPUT in inputs or COUNTS_INPUT in inputs
+    if reads_words and not (IDS_INPUT in inputs and COUNTS_INPUT in inputs):
+        raise ModelError(f"{MODEL_FILE}: needs both {IDS_INPUT} and {COUNTS_INPUT}, has {inputs}")
+    if reads_words and spec.word_features is None:
+        raise ModelError(
+            f"{MODEL_FILE}: reads whole-word features but {LABELS_FILE} has no word_features"
+        )
     outputs = {o.name: o.shape for o in session.get_outputs()}
     for head in spec.heads:
         shape = outputs.get(head.output)

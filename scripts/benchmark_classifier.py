@@ -43,6 +43,7 @@ import modeling
 
 from connector.classifier import Classifier, TextInput, pad
 from connector.cpu import cpu_limit
+from connector.word_features import pad_features
 
 BERT_BASE = {
     "vocab": 30_522,
@@ -102,7 +103,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     tickets = read_tickets(args.tickets, args.count)
     items = [TextInput(t["subject"], t["body"]) for t in tickets]
     classifier = Classifier.load(args.model, threads=threads)
-    token_ids = classifier.encode_texts([classifier.prepare(item) for item in items])
+    texts = [classifier.prepare(item) for item in items]
+    token_ids = classifier.encode_texts(texts)
+    lexical = classifier.lexical_features(texts)
     lengths = [len(ids) for ids in token_ids]
     print(f"{len(items)} tickets, tokens p50 {np.median(lengths):.0f} max {max(lengths)}")
 
@@ -137,16 +140,23 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     # 4: the same weights in PyTorch eager.
     torch_model = modeling.load_torch_export(args.model)
-    verify_same_model(torch_model, classifier, token_ids[:64])
+    verify_same_model(
+        torch_model, classifier, token_ids[:64], lexical[:64] if lexical is not None else None
+    )
 
     def torch_single(i: int) -> None:
-        ids = classifier.encode_texts([classifier.prepare(items[i])])
-        run_torch(torch_model, ids)
+        text = [classifier.prepare(items[i])]
+        run_torch(torch_model, classifier.encode_texts(text), classifier.lexical_features(text))
 
     def torch_batch() -> None:
-        ids = classifier.encode_texts([classifier.prepare(item) for item in items])
+        texts = [classifier.prepare(item) for item in items]
+        ids, features = classifier.encode_texts(texts), classifier.lexical_features(texts)
         for chunk in length_sorted_chunks(ids, 64):
-            run_torch(torch_model, chunk)
+            run_torch(
+                torch_model,
+                [ids[i] for i in chunk],
+                [features[i] for i in chunk] if features is not None else None,
+            )
 
     single_t = time_single(torch_single, len(items), max(200, args.single_runs // 4))
     batch_t = time_batch(torch_batch, len(items), max(1, args.batch_repeats // 2))
@@ -167,7 +177,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         def bert_batch() -> None:
             ids = classifier.encode_texts([classifier.prepare(item) for item in subset])
             for chunk in length_sorted_chunks(ids, 16):
-                run_torch(bert, chunk)
+                run_torch(bert, [ids[i] for i in chunk])
 
         single_b = time_single(bert_single, len(items), args.bert_single_runs, warmup=3)
         batch_b = time_batch(bert_batch, len(subset), 1)
@@ -224,10 +234,9 @@ def read_tickets(path: Path, count: int) -> list[dict[str, str]]:
     return rows[:count]
 
 
-def length_sorted_chunks(
-    token_ids: Sequence[Sequence[int]], size: int
-) -> list[list[Sequence[int]]]:
-    ordered = sorted(token_ids, key=len)
+def length_sorted_chunks(token_ids: Sequence[Sequence[int]], size: int) -> list[list[int]]:
+    """Indices of ``token_ids`` in chunks of ``size``, shortest texts first."""
+    ordered = sorted(range(len(token_ids)), key=lambda i: len(token_ids[i]))
     return [ordered[i : i + size] for i in range(0, len(ordered), size)]
 
 
@@ -292,17 +301,27 @@ def measure_memory(
 
 
 @torch.inference_mode()
-def run_torch(model: nn.Module, token_ids: Sequence[Sequence[int]]) -> Any:
+def run_torch(
+    model: nn.Module,
+    token_ids: Sequence[Sequence[int]],
+    lexical: Sequence[tuple[np.ndarray, np.ndarray]] | None = None,
+) -> Any:
     input_ids, attention_mask = pad(token_ids)
-    return model(torch.from_numpy(input_ids), torch.from_numpy(attention_mask))
+    inputs = [torch.from_numpy(input_ids), torch.from_numpy(attention_mask)]
+    if lexical is not None:
+        inputs += [torch.from_numpy(a) for a in pad_features(lexical)]
+    return model(*inputs)
 
 
 def verify_same_model(
-    model: nn.Module, classifier: Classifier, token_ids: Sequence[Sequence[int]]
+    model: nn.Module,
+    classifier: Classifier,
+    token_ids: Sequence[Sequence[int]],
+    lexical: Sequence[tuple[np.ndarray, np.ndarray]] | None,
 ) -> None:
     """PyTorch and onnxruntime must agree, or the comparison would be between different models."""
-    expected = classifier.run_token_ids(token_ids)
-    outputs = run_torch(model, token_ids)
+    expected = classifier.run_token_ids(token_ids, lexical)
+    outputs = run_torch(model, token_ids, lexical)
     names = [h.output for h in classifier.spec.heads]
     for name, value in zip(names, outputs, strict=False):
         difference = float(np.abs(expected[name] - value.numpy()).max())

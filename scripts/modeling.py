@@ -11,7 +11,10 @@ sees the exported files. The pieces, in the order ``train.py`` uses them:
   training text with HuggingFace ``tokenizers``; nothing is downloaded;
 - the encoders: ``NgramBag`` (fastText-style bag of subword unigrams and
   hashed subword n-grams), ``ConvEncoder`` (a small CNN), ``TinyTransformer``;
-  each feeds one linear layer per head through a shared hidden layer;
+  each feeds one linear layer per head through a shared hidden layer.
+  ``HybridEncoder`` adds a tf-idf view read by a linear "wide" part per head:
+  whole words and their character n-grams (``WordTfidf``, fed by
+  ``connector.word_features``) or subword tokens (``LexicalFeatures``);
 - ``fit``: class-balanced multi-task training with early stopping on dev macro-F1;
 - ``fit_temperature``: per-head temperature scaling on dev logits;
 - ``ExportModule`` / ``export_onnx``: one ONNX graph with dynamic batch and
@@ -56,12 +59,20 @@ from torch.nn import functional as F
 from connector.classifier import sha256_file
 from connector.cpu import cpu_limit
 from connector.text import MAX_CHARS, SUBJECT_BODY_SEPARATOR, prepare_ticket_text
+from connector.word_features import (
+    COUNTS_INPUT,
+    IDS_INPUT,
+    WordFeatureConfig,
+    WordFeatures,
+)
 
 PAD, UNK, CLS = "[PAD]", "[UNK]", "[CLS]"
 SPECIAL_TOKENS = (PAD, UNK, CLS)  # ids 0, 1, 2 in this order
 MULTILABEL_HEADS = frozenset({"tags"})
 TEXT_COLUMNS = ("subject", "body", "text")
 INPUT_NAMES = ("input_ids", "attention_mask")
+WORD_INPUT_NAMES = (IDS_INPUT, COUNTS_INPUT)
+WIDE_FEATURES = ("words", "subwords")
 EMBEDDING_OUTPUT = "embedding"
 OPSET = 17
 
@@ -309,6 +320,13 @@ class ModelConfig:
     char_buckets: int = 32_768  # hybrid: hashed character n-gram slots
     char_ngrams_per_token: int = 40  # hybrid: at most this many character n-grams per token
     min_df: int = 2  # hybrid: features seen in fewer training texts are ignored
+    # hybrid: the tf-idf view. "words": whole-word features computed from the text
+    # (connector.word_features), fed to the graph beside the token ids; "subwords":
+    # computed in the graph from the token ids alone.
+    wide_features: str = "subwords"
+    word_buckets: int = 1 << 19  # words: hash buckets per block (words, characters)
+    word_rows: int = 0  # words: features kept (seen in min_df texts), plus the empty row 0
+    word_block_rows: int = 0  # words: rows 1..word_block_rows are words and word pairs
     kernel_sizes: tuple[int, ...] = (2, 3, 4)  # cnn
     filters: int = 128  # cnn: per kernel size
     layers: int = 2  # transformer
@@ -331,7 +349,7 @@ class MultiTaskModel(nn.Module):
         config: ModelConfig,
         specs: Sequence[HeadSpec],
         vocabulary: Sequence[str] = (),
-        statistics: LexicalStatistics | None = None,
+        statistics: LexicalStatistics | WordStatistics | None = None,
     ) -> None:
         super().__init__()
         self.config = config
@@ -362,10 +380,13 @@ class MultiTaskModel(nn.Module):
         )
 
     def forward(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        lexical: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         """(logits per head, embedding vector)."""
-        logits, encoded = self.forward_encoded(input_ids, attention_mask)
+        logits, encoded = self.forward_encoded(input_ids, attention_mask, lexical=lexical)
         return logits, encoded.embedding
 
     def forward_encoded(
@@ -373,11 +394,13 @@ class MultiTaskModel(nn.Module):
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor,
         wide: torch.Tensor | None = None,
+        lexical: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> tuple[dict[str, torch.Tensor], Encoded]:
         """Logits per head and everything the encoder computed (for the neighbour memory).
 
         ``wide`` passes precomputed (sparse) tf-idf rows during training, where
-        they never change; the exported graph computes them from the ids.
+        they never change; the exported graph computes them from the ids, or
+        for whole-word features from ``lexical`` (feature ids and counts).
         """
         mask = attention_mask.to(torch.float32)
         lexical_mask = mask
@@ -385,7 +408,9 @@ class MultiTaskModel(nn.Module):
             keep = torch.rand_like(mask) >= self.config.token_dropout
             keep[:, 0] = True  # [CLS] always stays, so no row is left empty
             mask = mask * keep
-        encoded = self.encoder(input_ids, mask, lexical_mask=lexical_mask, wide=wide)
+        encoded = self.encoder(
+            input_ids, mask, lexical_mask=lexical_mask, wide=wide, lexical=lexical
+        )
         shared = self.hidden(encoded.features)
         logits = {name: self.heads[f"head_{name}"](shared) for name in self.head_names}
         if encoded.wide is not None:
@@ -409,10 +434,16 @@ class WideHead(nn.Module):
         self.weight = nn.Parameter(torch.empty(features, labels).uniform_(-bound, bound))
 
     def forward(
-        self, rows: torch.Tensor | LexicalPositions, input_ids: torch.Tensor | None = None
+        self,
+        rows: torch.Tensor | LexicalPositions | WordPositions,
+        input_ids: torch.Tensor | None = None,
     ) -> torch.Tensor:
         if isinstance(rows, LexicalPositions):
             raise TypeError("convert to ExportWideHead (export_wide_head) to run from token ids")
+        if isinstance(rows, WordPositions):
+            # Stored in float16 in the exported graph: widen what was gathered.
+            weights = F.embedding(rows.rows, self.weight).to(torch.float32)
+            return (weights * rows.values.unsqueeze(-1)).sum(1)
         return torch.sparse.mm(rows, self.weight)
 
 
@@ -470,14 +501,14 @@ class Encoded(NamedTuple):
     features: torch.Tensor
     embedding: torch.Tensor
     lexical: torch.Tensor | None = None
-    wide: torch.Tensor | LexicalPositions | None = None
+    wide: torch.Tensor | LexicalPositions | WordPositions | None = None
     input_ids: torch.Tensor | None = None
 
 
 def build_encoder(
     config: ModelConfig,
     vocabulary: Sequence[str] = (),
-    statistics: LexicalStatistics | None = None,
+    statistics: LexicalStatistics | WordStatistics | None = None,
 ) -> Encoder:
     if config.arch == "hybrid":
         return HybridEncoder(config, statistics)
@@ -729,15 +760,31 @@ class HybridEncoder(Encoder):
 
     The heads read both: a wide linear part over the tf-idf view and the
     learned dense part, trained together. The embedding output is the
-    fastText-style pooled vector; the tf-idf word block feeds the neighbour memory.
+    fastText-style pooled vector. With subword features the tf-idf word block
+    also feeds the neighbour memory; whole-word features come in as ids and
+    counts (``lexical``) and are weighted by ``WordTfidf``.
     """
 
-    def __init__(self, config: ModelConfig, statistics: LexicalStatistics | None) -> None:
+    def __init__(
+        self, config: ModelConfig, statistics: LexicalStatistics | WordStatistics | None
+    ) -> None:
         super().__init__()
-        self.lexical = LexicalFeatures(config, statistics)
+        if config.wide_features not in WIDE_FEATURES:
+            raise ValueError(f"unknown wide features {config.wide_features!r}")
+        self.lexical: LexicalFeatures | None = None
+        self.words: WordTfidf | None = None
+        if config.wide_features == "words":
+            if statistics is not None and not isinstance(statistics, WordStatistics):
+                raise TypeError("whole-word features need WordStatistics")
+            self.words = WordTfidf(config, statistics)
+            self.wide_dim = config.word_rows
+        else:
+            if statistics is not None and not isinstance(statistics, LexicalStatistics):
+                raise TypeError("subword features need LexicalStatistics")
+            self.lexical = LexicalFeatures(config, statistics)
+            self.wide_dim = self.lexical.output_dim
         self.bag = NgramBag(config)
         self.output_dim = self.bag.output_dim
-        self.wide_dim = self.lexical.output_dim
 
     def forward(
         self,
@@ -746,12 +793,119 @@ class HybridEncoder(Encoder):
         *,
         lexical_mask: torch.Tensor | None = None,
         wide: torch.Tensor | None = None,
+        lexical: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> Encoded:
         pooled = self.bag.pool(input_ids, mask)
         if wide is not None:
             return Encoded(pooled, pooled, None, wide)
+        if self.words is not None:
+            if lexical is None:
+                raise ValueError("a whole-word model needs the text's feature ids and counts")
+            return Encoded(pooled, pooled, None, self.words(*lexical))
+        assert self.lexical is not None
         positions = self.lexical(input_ids, mask if lexical_mask is None else lexical_mask)
         return Encoded(pooled, pooled, positions.words, positions, input_ids)
+
+    def wide_matrix(self, split: EncodedSplit, statistics: Any) -> sp.csr_matrix:
+        """The split's tf-idf rows as one sparse matrix (what the wide heads read in training)."""
+        if self.words is not None:
+            if split.lexical is None:
+                raise ValueError("encode the split with the word featurizer first")
+            return word_matrix(statistics, split.lexical)
+        assert self.lexical is not None
+        return lexical_matrix(self.lexical, statistics, split.ids)
+
+
+@dataclass(frozen=True)
+class WordStatistics:
+    """What the whole-word tf-idf view learned from the training texts.
+
+    ``remap``: feature id -> row (0 = ignored: seen in fewer than ``min_df``
+    texts). Rows 1..``word_block_rows`` are words and word pairs, the rest
+    character n-grams; ``idf`` is per row (row 0: 0).
+    """
+
+    remap: np.ndarray
+    idf: np.ndarray
+    word_block_rows: int
+
+    @property
+    def rows(self) -> int:
+        return len(self.idf)
+
+
+def word_statistics(
+    features: Sequence[tuple[np.ndarray, np.ndarray]], config: WordFeatureConfig, min_df: int
+) -> WordStatistics:
+    """Smoothed idf (ln((1 + n) / (1 + df)) + 1) of every feature seen in ``min_df`` texts."""
+    df = np.zeros(config.width, dtype=np.int64)
+    for ids, _ in features:
+        df[ids] += 1
+    kept = np.flatnonzero(df >= max(1, min_df))  # sorted: the word block comes first
+    remap = np.zeros(config.width, dtype=np.int32)
+    remap[kept] = np.arange(1, len(kept) + 1, dtype=np.int32)
+    n = len(features)
+    idf = np.zeros(len(kept) + 1, dtype=np.float32)
+    idf[1:] = np.log((1.0 + n) / (1.0 + df[kept])) + 1.0
+    return WordStatistics(remap, idf, int((kept < config.buckets).sum()))
+
+
+def word_matrix(
+    statistics: WordStatistics, features: Sequence[tuple[np.ndarray, np.ndarray]]
+) -> sp.csr_matrix:
+    """The rows ``WordTfidf`` computes, as one sparse matrix (texts x statistics.rows)."""
+    rows = []
+    for ids, counts in features:
+        index = statistics.remap[ids].astype(np.int64)
+        keep = index > 0
+        index, counts = index[keep], counts[keep]
+        values = (1.0 + np.log(counts)) * statistics.idf[index]
+        is_word = index <= statistics.word_block_rows
+        for block in (is_word, ~is_word):
+            norm = float(np.sqrt((values[block] ** 2).sum()))
+            if norm > 0:
+                values[block] = values[block] / norm
+        rows.append((index, values))
+    return _csr(rows, statistics.rows)
+
+
+class WordPositions(NamedTuple):
+    """The whole-word tf-idf view of a batch: each feature's row and normalised value."""
+
+    rows: torch.Tensor
+    values: torch.Tensor
+
+
+class WordTfidf(nn.Module):
+    """Feature ids and counts -> rows and values: sublinear tf, idf, each block L2-normalised.
+
+    As a union of two tf-idf vectorisers (words, characters): the word and the
+    character block are normalised separately. Unknown ids and padding (count
+    0) get value 0.
+    """
+
+    def __init__(self, config: ModelConfig, statistics: WordStatistics | None) -> None:
+        super().__init__()
+        if statistics is None:  # shapes only: the values are loaded afterwards
+            statistics = WordStatistics(
+                np.zeros(2 * config.word_buckets, dtype=np.int32),
+                np.zeros(config.word_rows, dtype=np.float32),
+                config.word_block_rows,
+            )
+        self.register_buffer("remap", torch.from_numpy(statistics.remap.astype(np.int32)))
+        self.register_buffer("idf", torch.from_numpy(statistics.idf.astype(np.float32)))
+        self.word_block_rows = statistics.word_block_rows
+
+    def forward(self, ids: torch.Tensor, counts: torch.Tensor) -> WordPositions:
+        rows = self.remap[ids].to(torch.int64)
+        present = ((rows > 0) & (counts > 0)).to(torch.float32)
+        values = (1.0 + torch.log(counts.clamp(min=1.0))) * self.idf[rows] * present
+        is_word = (rows <= self.word_block_rows).to(torch.float32)
+        squares = values * values
+        word_norm = (squares * is_word).sum(1, keepdim=True).sqrt().clamp(min=1e-12)
+        char_norm = (squares * (1.0 - is_word)).sum(1, keepdim=True).sqrt().clamp(min=1e-12)
+        values = values / (is_word * word_norm + (1.0 - is_word) * char_norm)
+        return WordPositions(rows, values)
 
 
 def char_ngram_table(
@@ -895,15 +1049,21 @@ class EncodedSplit:
     targets: dict[str, np.ndarray]
     present: dict[str, np.ndarray]
     wide: sp.csr_matrix | None = None  # hybrid: precomputed tf-idf rows
+    lexical: list[tuple[np.ndarray, np.ndarray]] | None = None  # whole-word feature ids, counts
 
     def __len__(self) -> int:
         return len(self.ids)
 
 
 def encode_split(
-    rows: Sequence[Row], specs: Sequence[HeadSpec], tokenizer: Tokenizer, max_tokens: int
+    rows: Sequence[Row],
+    specs: Sequence[HeadSpec],
+    tokenizer: Tokenizer,
+    max_tokens: int,
+    word_features: WordFeatures | None = None,
 ) -> EncodedSplit:
     ids = encode(tokenizer, [row.text for row in rows], max_tokens)
+    lexical = [word_features(row.text) for row in rows] if word_features else None
     targets: dict[str, np.ndarray] = {}
     present: dict[str, np.ndarray] = {}
     for spec in specs:
@@ -923,7 +1083,7 @@ def encode_split(
                 [index.get(str(row.labels.get(spec.name, "")), -1) for row in rows], dtype=np.int64
             )
             targets[spec.name], present[spec.name] = vector, vector >= 0
-    return EncodedSplit(ids, targets, present)
+    return EncodedSplit(ids, targets, present, lexical=lexical)
 
 
 def class_weights(
@@ -1017,7 +1177,7 @@ def fit(
     dev: EncodedSplit,
     *,
     vocabulary: Sequence[str] = (),
-    statistics: LexicalStatistics | None = None,
+    statistics: LexicalStatistics | WordStatistics | None = None,
     log: Any = print,
 ) -> FitResult:
     """Train one model; keep the epoch with the best mean dev score over heads."""
@@ -1031,7 +1191,7 @@ def fit(
         # The tf-idf rows never change during training: compute them once, sparse.
         for split in (train, dev):
             if split.wide is None:
-                split.wide = lexical_matrix(model.encoder.lexical, statistics, split.ids)
+                split.wide = model.encoder.wide_matrix(split, statistics)
     weights = class_weights(train, specs, train_config.class_balance)
     optimizers = _optimizers(model, train_config)
     total_steps = math.ceil(len(train) / train_config.batch_size) * train_config.epochs
@@ -1308,7 +1468,7 @@ class ExportModule(nn.Module):
         self.members = nn.ModuleList(copy.deepcopy(m).eval() for m in members)
         for member in self.members:
             encoder = member.encoder
-            if isinstance(encoder, HybridEncoder):
+            if isinstance(encoder, HybridEncoder) and encoder.lexical is not None:
                 for key in list(member.wide):
                     head = member.wide[key]
                     assert isinstance(head, WideHead)
@@ -1327,14 +1487,29 @@ class ExportModule(nn.Module):
                     elif isinstance(module, WideHead):
                         module.half()
 
+    @property
+    def reads_words(self) -> bool:
+        """Whether the graph takes whole-word feature ids and counts beside the token ids."""
+        return any(
+            isinstance(m.encoder, HybridEncoder) and m.encoder.words is not None
+            for m in self.members
+        )
+
     def forward(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        lexical_ids: torch.Tensor | None = None,
+        lexical_counts: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, ...]:
         summed: dict[str, torch.Tensor] = {}
         pooled_parts = []
         words = None
+        lexical = None
+        if lexical_ids is not None and lexical_counts is not None:
+            lexical = (lexical_ids, lexical_counts)
         for member in self.members:
-            logits, encoded = member.forward_encoded(input_ids, attention_mask)
+            logits, encoded = member.forward_encoded(input_ids, attention_mask, lexical=lexical)
             for name, value in logits.items():
                 summed[name] = summed[name] + value if name in summed else value
             pooled_parts.append(F.normalize(encoded.embedding, dim=-1))
@@ -1361,20 +1536,27 @@ def export_onnx(module: ExportModule, path: Path) -> list[str]:
     output_names = [spec.output for spec in module.specs] + [EMBEDDING_OUTPUT]
     ids = torch.tensor([[2, 5, 6, 7], [2, 8, 0, 0]], dtype=torch.int64)
     mask = (ids > 0).to(torch.int64)
+    inputs: tuple[torch.Tensor, ...] = (ids, mask)
+    input_names = list(INPUT_NAMES)
     dynamic_axes: dict[str, dict[int, str]] = {
         "input_ids": {0: "batch", 1: "sequence"},
         "attention_mask": {0: "batch", 1: "sequence"},
     }
+    if module.reads_words:
+        lexical_ids = torch.tensor([[3, 9, 11], [4, 0, 0]], dtype=torch.int64)
+        inputs += (lexical_ids, (lexical_ids > 0).to(torch.float32))
+        input_names += list(WORD_INPUT_NAMES)
+        dynamic_axes.update({name: {0: "batch", 1: "features"} for name in WORD_INPUT_NAMES})
     dynamic_axes.update({name: {0: "batch"} for name in output_names})
     module.eval()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
         torch.onnx.export(
             module,
-            (ids, mask),
+            inputs,
             str(path),
             dynamo=False,
-            input_names=list(INPUT_NAMES),
+            input_names=input_names,
             output_names=output_names,
             dynamic_axes=dynamic_axes,
             opset_version=OPSET,
@@ -1385,7 +1567,7 @@ def export_onnx(module: ExportModule, path: Path) -> list[str]:
     return output_names
 
 
-def config_dict(config: ModelConfig | TrainConfig) -> dict[str, Any]:
+def config_dict(config: ModelConfig | TrainConfig | WordFeatureConfig) -> dict[str, Any]:
     return json.loads(json.dumps(asdict(config)))
 
 

@@ -29,6 +29,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +63,7 @@ from connector.classifier import (
 )
 from connector.cpu import cpu_limit
 from connector.text import MAX_CHARS, SUBJECT_BODY_SEPARATOR
+from connector.word_features import WordFeatureConfig, WordFeatures, pad_features
 
 DEFAULT_HEADS = "queue,priority,type,sentiment"
 
@@ -104,6 +106,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     model.add_argument("--char-ngrams", default="2,3,4,5", help="hybrid: character n-gram lengths")
     model.add_argument("--char-buckets", type=int, default=32_768)
+    model.add_argument(
+        "--wide-features",
+        choices=modeling.WIDE_FEATURES,
+        default="words",
+        help="hybrid: tf-idf of whole words and their character n-grams, computed from the "
+        "text, or of subword tokens, computed in the graph (needed by the neighbour memory)",
+    )
+    model.add_argument(
+        "--word-buckets", type=int, default=1 << 19, help="words: hash buckets per block"
+    )
     model.add_argument(
         "--memory",
         action=argparse.BooleanOptionalAction,
@@ -161,10 +173,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         train_rows, train_files = read_files(args.train, heads, args)
         dev_rows, dev_files = read_files(args.dev, heads, args)
+        specs = modeling.head_specs(train_rows, heads, min_tag_count=args.min_tag_count)
     except DataError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    specs = modeling.head_specs(train_rows, heads, min_tag_count=args.min_tag_count)
     dev_rows = restrict_to_known_labels(dev_rows, specs, log)
     missing = [s.name for s in specs if not any(s.name in r.labels for r in dev_rows)]
     if missing:
@@ -186,19 +198,35 @@ def main(argv: Sequence[str] | None = None) -> int:
         lexical_buckets=args.lexical_buckets,
         char_ngrams=tuple(int(n) for n in args.char_ngrams.split(",") if n.strip()),
         char_buckets=args.char_buckets,
+        wide_features=args.wide_features,
+        word_buckets=args.word_buckets,
         filters=args.filters,
         layers=args.layers,
         max_tokens=args.max_tokens,
         dropout=args.dropout,
         token_dropout=args.token_dropout,
     )
-    train_split = modeling.encode_split(train_rows, specs, tokenizer, args.max_tokens)
-    dev_split = modeling.encode_split(dev_rows, specs, tokenizer, args.max_tokens)
-    statistics = (
-        modeling.lexical_statistics(train_split.ids, model_config, vocabulary)
-        if model_config.arch == "hybrid"
-        else None
-    )
+    featurizer = None
+    if model_config.arch == "hybrid" and model_config.wide_features == "words":
+        featurizer = WordFeatures(
+            WordFeatureConfig(buckets=args.word_buckets, text_chars=args.max_chars)
+        )
+    train_split = modeling.encode_split(train_rows, specs, tokenizer, args.max_tokens, featurizer)
+    dev_split = modeling.encode_split(dev_rows, specs, tokenizer, args.max_tokens, featurizer)
+    statistics: modeling.LexicalStatistics | modeling.WordStatistics | None = None
+    if featurizer is not None:
+        assert train_split.lexical is not None
+        statistics = modeling.word_statistics(
+            train_split.lexical, featurizer.config, model_config.min_df
+        )
+        model_config = replace(
+            model_config,
+            word_rows=statistics.rows,
+            word_block_rows=statistics.word_block_rows,
+        )
+        log(f"whole-word features: {statistics.rows - 1} seen in {model_config.min_df}+ texts")
+    elif model_config.arch == "hybrid":
+        statistics = modeling.lexical_statistics(train_split.ids, model_config, vocabulary)
 
     members = []
     fits = []
@@ -250,7 +278,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             specs,
             fusions,
             memory,
-            token_chars=statistics.token_chars if statistics is not None else None,
+            token_chars=statistics.token_chars
+            if isinstance(statistics, modeling.LexicalStatistics)
+            else None,
         )
         modeling.export_onnx(export, staging / "model.onnx")
         check_export(export, staging / "model.onnx", dev_split, calibrated)
@@ -269,6 +299,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             train_files,
             dev_files,
             dev_report,
+            featurizer.config if featurizer is not None else None,
         )
         modeling.write_json(staging / "labels.json", labels)
         modeling.write_manifest(staging, version)  # provisional: lets the classifier load
@@ -415,7 +446,10 @@ def calibrate(
     """
     encoder = members[0].encoder
     candidates = [s for s in specs if s.kind == "multiclass"]
-    if not (args.memory and isinstance(encoder, modeling.HybridEncoder) and candidates):
+    subwords = isinstance(encoder, modeling.HybridEncoder) and encoder.lexical is not None
+    if args.memory and not subwords:
+        log("no neighbour memory: it compares tickets by the subword tf-idf view")
+    if not (args.memory and subwords and candidates):
         return None, {s.name: fit_head(s, dev_logits, dev_split, None) for s in specs}, {}
     users: list[str] = []
     for spec in candidates:
@@ -453,6 +487,7 @@ def memory_for(
         axis=1,
     )
     assert split.wide is not None, "the hybrid encoder's training rows are precomputed in fit"
+    assert encoder.lexical is not None, "the memory reads the subword tf-idf view"
     words = split.wide[rows][:, : encoder.lexical.word_dim].tocsr()
     classes = [len(s.labels) if s.kind == "multiclass" else 0 for s in specs]
     return modeling.build_memory(
@@ -496,10 +531,15 @@ def check_export(
     """
     chosen = list(range(min(rows, len(split))))
     ids, mask = modeling.pad_batch([split.ids[i] for i in chosen])
+    inputs = [ids, mask]
+    if export.reads_words:
+        assert split.lexical is not None
+        inputs += [torch.from_numpy(a) for a in pad_features([split.lexical[i] for i in chosen])]
     with torch.no_grad():
-        expected = [t.numpy() for t in export(ids, mask)]
+        expected = [t.numpy() for t in export(*inputs)]
     session = ort.InferenceSession(str(path), sess_options=session_options(1))
-    actual = session.run(None, {"input_ids": ids.numpy(), "attention_mask": mask.numpy()})
+    names = [i.name for i in session.get_inputs()]
+    actual = session.run(None, {n: t.numpy() for n, t in zip(names, inputs, strict=True)})
     for want, got in zip(expected, actual, strict=True):
         if not np.allclose(want, got, atol=1e-4):
             raise RuntimeError(
@@ -525,8 +565,12 @@ def labels_document(
     train_files: list[dict[str, Any]],
     dev_files: list[dict[str, Any]],
     dev_report: dict[str, dict[str, float]],
+    word_features: WordFeatureConfig | None = None,
 ) -> dict[str, Any]:
     embedding_dim = fits[0].model.encoder.output_dim * len(fits)
+    inputs = list(modeling.INPUT_NAMES)
+    if word_features is not None:
+        inputs += list(modeling.WORD_INPUT_NAMES)
     return {
         "format": 1,
         "version": version,
@@ -558,7 +602,14 @@ def labels_document(
             "normalized": True,
             "what": "each ensemble member's pooled encoder vector, concatenated, L2-normalised",
         },
-        "inputs": list(modeling.INPUT_NAMES),
+        "inputs": inputs,
+        "word_features": None
+        if word_features is None
+        else {
+            **modeling.config_dict(word_features),
+            "what": "connector.word_features.WordFeatures: hashed word 1-2-grams and character "
+            "n-grams within words, fed as lexical_ids and lexical_counts",
+        },
         "text": {
             "max_tokens": args.max_tokens,
             "max_chars": args.max_chars,

@@ -35,6 +35,7 @@ from connector.classifier import (
 from connector.config import BUNDLED_MODEL
 from connector.errors import ModelError
 
+WORD_FEATURES = {"buckets": 4096, "min_chars": 2, "max_chars": 5, "text_chars": 4000}
 FIXTURES = Path(__file__).parent / "fixtures" / "classifier"
 TINY_MODEL = FIXTURES / "tiny_model"
 
@@ -215,13 +216,18 @@ class TestSession:
         assert Classifier.load(TINY_MODEL).threads == 3
 
 
-def build_graph_model(target: Path, inputs: list[str]) -> None:
+def build_graph_model(
+    target: Path, inputs: list[str], word_features: dict[str, int] | None = None
+) -> None:
     """A minimal model whose graph declares exactly ``inputs``: mean token id -> 2 classes."""
     onnx = pytest.importorskip("onnx")
     helper = onnx.helper
     tensor = onnx.TensorProto
     graph_inputs = [
-        helper.make_tensor_value_info(n, tensor.INT64, ["batch", "sequence"]) for n in inputs
+        helper.make_tensor_value_info(
+            n, tensor.FLOAT if n == "lexical_counts" else tensor.INT64, ["batch", "sequence"]
+        )
+        for n in inputs
     ]
     weights = helper.make_tensor("weights", tensor.FLOAT, [1, 2], [0.01, -0.01])
     nodes = [
@@ -241,6 +247,7 @@ def build_graph_model(target: Path, inputs: list[str]) -> None:
         "format": 1,
         "version": "graph-test",
         "heads": [{"name": "flag", "labels": ["no", "yes"]}],
+        "word_features": word_features,
     }
     (target / "labels.json").write_text(json.dumps(labels))
     (target / "manifest.json").write_text(json.dumps({"model_version": "graph-test", "files": {}}))
@@ -268,6 +275,42 @@ class TestGraphInputs:
     def test_unknown_input_is_rejected(self, tmp_path: Path) -> None:
         build_graph_model(tmp_path / "m", ["input_ids", "pixel_values"])
         with pytest.raises(ModelError, match=r"model\.onnx: inputs"):
+            Classifier.load(tmp_path / "m")
+
+    def test_whole_word_inputs_are_fed(self, tmp_path: Path) -> None:
+        inputs = ["input_ids", "attention_mask", "lexical_ids", "lexical_counts"]
+        build_graph_model(tmp_path / "m", inputs, WORD_FEATURES)
+        model = Classifier.load(tmp_path / "m", threads=1)
+        # Empty and very long texts in one batch: padding must keep both shapes valid.
+        predictions = model.predict([TextInput("", ""), TextInput("a", "Drucker kaputt " * 500)])
+        assert [set(p["flag"].probabilities) for p in predictions] == [{"no", "yes"}] * 2
+        texts = ["Drucker kaputt", ""]
+        with pytest.raises(ValueError, match="lexical_features"):
+            model.run_token_ids(model.encode_texts(texts))
+        features = model.lexical_features(texts)
+        assert features is not None and len(features[0][0]) > 0 and len(features[1][0]) == 0
+
+    def test_whole_word_inputs_need_their_settings(self, tmp_path: Path) -> None:
+        inputs = ["input_ids", "lexical_ids", "lexical_counts"]
+        build_graph_model(tmp_path / "m", inputs, None)
+        with pytest.raises(ModelError, match="no word_features"):
+            Classifier.load(tmp_path / "m")
+
+    def test_whole_word_inputs_come_in_pairs(self, tmp_path: Path) -> None:
+        build_graph_model(tmp_path / "m", ["input_ids", "lexical_ids"], WORD_FEATURES)
+        with pytest.raises(ModelError, match="needs both"):
+            Classifier.load(tmp_path / "m")
+
+    @pytest.mark.parametrize(
+        ("change", "message"),
+        [({"min_chars": 6}, "exceeds"), ({"buckets": 0}, "buckets"), ({"text_chars": "x"}, "text")],
+    )
+    def test_bad_word_feature_settings(
+        self, tmp_path: Path, change: dict[str, object], message: str
+    ) -> None:
+        inputs = ["input_ids", "lexical_ids", "lexical_counts"]
+        build_graph_model(tmp_path / "m", inputs, {**WORD_FEATURES, **change})  # type: ignore[dict-item]
+        with pytest.raises(ModelError, match=rf"labels\.json: word_features.*{message}"):
             Classifier.load(tmp_path / "m")
 
 

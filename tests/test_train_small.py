@@ -13,6 +13,7 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 pytest.importorskip("torch", reason="training needs the train extra (PyTorch)")
@@ -21,6 +22,7 @@ SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 sys.path.insert(0, str(SCRIPTS))
 
 import benchmark_classifier  # noqa: E402
+import cross_validate  # noqa: E402
 import evaluate  # noqa: E402
 import train  # noqa: E402
 
@@ -31,8 +33,8 @@ needs_data = pytest.mark.skipif(not DATA.is_dir(), reason=f"shared data not foun
 
 SMALL = [
     "--limit-rows", "300", "--vocab-size", "600", "--dim", "16", "--ngram-buckets", "1024",
-    "--lexical-buckets", "2048", "--char-buckets", "2048", "--epochs", "3",
-    "--learning-rate", "0.02", "--threads", "1", "--golden", "8", "--quiet",
+    "--lexical-buckets", "2048", "--char-buckets", "2048", "--word-buckets", "4096",
+    "--epochs", "3", "--learning-rate", "0.02", "--threads", "1", "--golden", "8", "--quiet",
 ]  # fmt: skip
 
 
@@ -92,6 +94,18 @@ class TestTrainExportLoad:
         assert all(h["temperature"] > 0 for h in labels["heads"])
         assert labels["text"]["max_tokens"] == 256
         assert labels["embedding"]["output"] == "embedding"
+
+    def test_whole_word_features_are_the_default_view(self, small_model: Path) -> None:
+        labels = json.loads((small_model / "labels.json").read_text())
+        assert labels["inputs"] == ["input_ids", "attention_mask", "lexical_ids", "lexical_counts"]
+        assert labels["word_features"]["buckets"] == 4096
+        assert labels["training"]["architecture"]["wide_features"] == "words"
+        assert labels["training"]["architecture"]["word_rows"] > 1000
+        assert labels["memory"] is None  # the memory reads the subword view only
+        model = Classifier.load(small_model, threads=1)
+        texts = [model.prepare(TextInput("Drucker", "Der Drucker druckt nicht."))]
+        features = model.lexical_features(texts)
+        assert features is not None and len(features[0][0]) > 10
 
     def test_golden_examples_replay(self, small_model: Path) -> None:
         model = Classifier.load(small_model, threads=1)
@@ -228,7 +242,7 @@ class TestLearning:
                 "--train", str(train_csv), "--dev", str(dev_csv), "--heads", "queue",
                 "--output", str(output), "--vocab-size", "400", "--dim", "16",
                 "--ngram-buckets", "512", "--lexical-buckets", "1024", "--char-buckets", "512",
-                "--epochs", "3", "--threads", "1", "--quiet",
+                "--wide-features", "subwords", "--epochs", "3", "--threads", "1", "--quiet",
             ]
         )  # fmt: skip
         assert code == 0
@@ -251,7 +265,8 @@ class TestLearning:
                 "--train", str(train_csv), "--dev", str(train_csv), "--heads", "queue",
                 "--output", str(output), "--vocab-size", "300", "--dim", "8",
                 "--ngram-buckets", "256", "--lexical-buckets", "256", "--char-buckets", "256",
-                "--epochs", "1", "--threads", "1", "--quiet", "--no-memory",
+                "--wide-features", "subwords", "--epochs", "1", "--threads", "1", "--quiet",
+                "--no-memory",
             ]
         )  # fmt: skip
         assert code == 0
@@ -356,3 +371,85 @@ class TestScripts:
         assert results["onnx"]["single"]["p50_ms"] > 0
         assert results["memory"]["rss_mb"] > 10
         assert results["threads"]["onnxruntime_intra_op"] == 1
+
+
+class TestCrossValidation:
+    def test_folds_cover_every_row_once(self) -> None:
+        assignment = cross_validate.fold_assignment(10, 3, seed=4)
+        assert sorted(np.bincount(assignment).tolist()) == [3, 3, 4]
+        assert assignment.tolist() == cross_validate.fold_assignment(10, 3, seed=4).tolist()
+        assert assignment.tolist() != cross_validate.fold_assignment(10, 3, seed=5).tolist()
+
+    def test_runs_train_and_evaluate_per_fold(self, tmp_path: Path) -> None:
+        header = ["subject", "body", "queue", "priority"]
+        train_csv = write_rows(tmp_path / "train.csv", header, synthetic(90))
+        dev_csv = write_rows(tmp_path / "dev.csv", header, synthetic(30, offset=90))
+        output = tmp_path / "cv"
+        model_dir = tmp_path / "card-model"
+        model_dir.mkdir()
+        (model_dir / "labels.json").write_text(json.dumps({"version": "v"}))
+        code = cross_validate.main(
+            [
+                "--train", str(train_csv), "--dev", str(dev_csv), "--heads", "queue",
+                "--folds", "2", "--output", str(output), "--threads", "1",
+                "--card", str(model_dir),
+                "--", "--vocab-size", "200", "--dim", "8", "--ngram-buckets", "256",
+                "--word-buckets", "1024", "--epochs", "2", "--golden", "4",
+            ]
+        )  # fmt: skip
+        assert code == 0
+        report = json.loads((output / "cross_validation.json").read_text())
+        assert len(report["per_fold"]) == 2
+        held_out = [
+            sum(1 for _ in csv.DictReader((output / f"fold-{k}" / "held-out-1-train.csv").open()))
+            for k in (1, 2)
+        ]
+        assert sum(held_out) == 90 and min(held_out) == 45
+        queue = report["summary"]["queue"]
+        assert queue["rows"] == 90
+        assert len(queue["differences"]) == 2
+        assert queue["difference_mean"] == pytest.approx(
+            queue["model_mean"] - queue["baseline_mean"], abs=1e-3
+        )
+        card = (model_dir / "MODEL_CARD.md").read_text()
+        assert "<!-- BEGIN generated:cross-validation -->" in card
+        # --reuse rebuilds the report from the JSON without training again.
+        (output / "cross_validation.md").unlink()
+        (model_dir / "MODEL_CARD.md").unlink()
+        again = ["--train", str(train_csv), "--dev", str(dev_csv), "--output", str(output)]
+        assert cross_validate.main([*again, "--reuse", "--card", str(model_dir)]) == 0
+        assert (output / "cross_validation.md").read_text().strip() in (
+            model_dir / "MODEL_CARD.md"
+        ).read_text()
+
+    def test_a_failing_fold_stops_with_a_message(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        header = ["subject", "body", "queue", "priority"]
+        train_csv = write_rows(tmp_path / "train.csv", header, synthetic(30))
+        code = cross_validate.main(
+            ["--train", str(train_csv), "--dev", str(train_csv), "--heads", "priority",
+             "--folds", "2", "--output", str(tmp_path / "cv"), "--", "--epochs", "1"]
+        )  # fmt: skip
+        assert code == 2
+        error = capsys.readouterr().err
+        assert "needs at least two labels" in error and "train.py failed on fold 1" in error
+
+    def test_train_arguments_are_checked(self, tmp_path: Path) -> None:
+        header = ["subject", "body", "queue", "priority"]
+        train_csv = write_rows(tmp_path / "train.csv", header, synthetic(20))
+        with pytest.raises(SystemExit):
+            cross_validate.main(
+                ["--train", str(train_csv), "--dev", str(train_csv), "--output", str(tmp_path),
+                 "--", "--no-such-option"]
+            )  # fmt: skip
+
+    def test_unreadable_training_file(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        code = cross_validate.main(
+            ["--train", str(tmp_path / "missing.csv"), "--dev", str(tmp_path / "x.csv"),
+             "--output", str(tmp_path / "cv")]
+        )  # fmt: skip
+        assert code == 2
+        assert "missing.csv: cannot read" in capsys.readouterr().err
