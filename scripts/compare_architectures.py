@@ -44,7 +44,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--train", type=Path, action="append", required=True)
     parser.add_argument("--dev", type=Path, action="append", required=True)
     parser.add_argument("--heads", default="queue,priority,type,sentiment")
-    parser.add_argument("--archs", default="hybrid,bag,cnn,transformer")
+    parser.add_argument(
+        "--archs",
+        default="hybrid,bag,cnn,transformer",
+        help="candidates, each an architecture or NAME=ARCH (a variant with its own --arch-arg)",
+    )
     parser.add_argument("--work", type=Path, required=True, help="directory for the models")
     parser.add_argument(
         "--train-arg",
@@ -56,7 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--arch-arg",
         action="append",
         default=[],
-        help="extra train.py argument for one candidate (repeatable): transformer:--epochs=4",
+        help="extra train.py argument for one candidate, by name (repeatable): "
+        "transformer:--epochs=4",
     )
     parser.add_argument("--single-runs", type=int, default=300)
     parser.add_argument("--threads", type=int, default=None)
@@ -67,8 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def train(arch: str, args: argparse.Namespace) -> tuple[Path, float]:
-    output = args.work / arch
+def train(name: str, arch: str, args: argparse.Namespace) -> tuple[Path, float]:
+    output = args.work / name
     if args.reuse and (output / "manifest.json").is_file():
         # The card train.py wrote records the wall time of the earlier run.
         card = (output / modeling.CARD_FILE).read_text(encoding="utf-8")
@@ -79,7 +84,7 @@ def train(arch: str, args: argparse.Namespace) -> tuple[Path, float]:
         command += ["--train", str(path)]
     for path in args.dev:
         command += ["--dev", str(path)]
-    own = [a.split(":", 1)[1] for a in args.arch_arg if a.split(":", 1)[0] == arch]
+    own = [a.split(":", 1)[1] for a in args.arch_arg if a.split(":", 1)[0] == name]
     command += [*args.train_arg, *own, "--output", str(output), "--quiet"]
     if args.threads:
         command += ["--threads", str(args.threads)]
@@ -125,13 +130,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     threads = args.threads or cpu_limit()
     texts = dev_texts(args.dev, heads)
     results = []
-    for arch in [a for a in args.archs.split(",") if a]:
-        print(f"training {arch} ...", flush=True)
-        model_dir, seconds = train(arch, args)
+    for candidate in [a for a in args.archs.split(",") if a]:
+        name, _, arch = candidate.partition("=")
+        arch = arch or name
+        print(f"training {name} ...", flush=True)
+        model_dir, seconds = train(name, arch, args)
         labels = json.loads((model_dir / "labels.json").read_text(encoding="utf-8"))
         dev = labels["training"]["dev"]
         figures = speed(model_dir, texts, args.single_runs, threads)
-        results.append({"arch": arch, "train_seconds": seconds, "dev": dev, **figures})
+        results.append({"arch": name, "train_seconds": seconds, "dev": dev, **figures})
         print(json.dumps(results[-1], default=str), flush=True)
     (args.work / "architectures.json").write_text(json.dumps(results, indent=2), encoding="utf-8")
     header = [

@@ -122,6 +122,16 @@ def build_parser() -> argparse.ArgumentParser:
         default=True,
         help="hybrid: keep a neighbour memory of training tickets (heads that gain from it)",
     )
+    model.add_argument(
+        "--blend-logistic",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="hybrid: add a class-balanced logistic regression on the tf-idf view, fitted to "
+        "convergence, to each multiclass head (an ensemble at no inference cost)",
+    )
+    model.add_argument(
+        "--logistic-c", type=float, default=1.0, help="its inverse L2 strength, as scikit-learn's C"
+    )
     model.add_argument("--memory-per-row", type=int, default=64)
     model.add_argument("--memory-k", type=int, default=3)
     model.add_argument("--memory-threshold", type=float, default=0.4)
@@ -257,7 +267,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         members.append(result.model)
         fits.append(result)
 
-    dev_logits = average_logits(members, dev_split)
+    blended: dict[str, float] = {}
+    if args.blend_logistic and model_config.arch == "hybrid":
+        blended = modeling.blend_logistic(
+            members, specs, train_split, dev_split, regularisation=args.logistic_c
+        )
+        log(
+            "logistic regression blended in, joint model's gain: "
+            + (", ".join(f"{name} {gain:.2f}" for name, gain in blended.items()) or "no head")
+        )
+    dev_logits = modeling.mean_logits(members, dev_split)
     memory, fusions, dev_votes = calibrate(
         members, specs, train_split, dev_split, dev_logits, args, log
     )
@@ -300,6 +319,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             dev_files,
             dev_report,
             featurizer.config if featurizer is not None else None,
+            blended,
         )
         modeling.write_json(staging / "labels.json", labels)
         modeling.write_manifest(staging, version)  # provisional: lets the classifier load
@@ -367,13 +387,6 @@ def restrict_to_known_labels(rows: list[Row], specs: Sequence[HeadSpec], log: An
 
 
 # -- training results ------------------------------------------------------------------
-
-
-def average_logits(
-    members: Sequence[modeling.MultiTaskModel], split: EncodedSplit
-) -> dict[str, np.ndarray]:
-    outputs = [modeling.predict_logits(member, split)[0] for member in members]
-    return {name: np.mean([o[name] for o in outputs], axis=0) for name in outputs[0]}
 
 
 def dev_metrics(
@@ -566,6 +579,7 @@ def labels_document(
     dev_files: list[dict[str, Any]],
     dev_report: dict[str, dict[str, float]],
     word_features: WordFeatureConfig | None = None,
+    blended: dict[str, float] | None = None,
 ) -> dict[str, Any]:
     embedding_dim = fits[0].model.encoder.output_dim * len(fits)
     inputs = list(modeling.INPUT_NAMES)
@@ -631,6 +645,10 @@ def labels_document(
                 "class_balance": args.class_balance,
                 "head_weights": dict(parse_head_weights(args.head_weights)),
                 "wide_weight_decay": args.wide_weight_decay,
+                "logistic_regression": {
+                    "C": args.logistic_c,
+                    "joint_gain": {n: round(g, 6) for n, g in (blended or {}).items()},
+                },
                 "seeds": [args.seed + i for i in range(args.ensemble)],
                 "best_epochs": [fit.best_epoch for fit in fits],
             },

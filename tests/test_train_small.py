@@ -453,3 +453,49 @@ class TestCrossValidation:
         )  # fmt: skip
         assert code == 2
         assert "missing.csv: cannot read" in capsys.readouterr().err
+
+
+class TestLogisticBlend:
+    def test_head_logits_become_regression_plus_scaled_joint_model(self) -> None:
+        import modeling
+        import scipy.sparse as sp
+        from sklearn.linear_model import LogisticRegression
+
+        rng = np.random.default_rng(3)
+        rows, width = 60, 40
+        wide = sp.random(rows, width, density=0.2, random_state=3, format="csr", dtype=np.float32)
+        targets = {"queue": rng.integers(0, 3, rows), "flag": rng.integers(0, 2, rows)}
+        targets["queue"][:3] = [0, 1, 2]
+        present = {name: np.ones(rows, dtype=bool) for name in targets}
+        present["flag"][::4] = False  # rows without this label must not train it
+        targets["flag"][~present["flag"]] = -1
+        split = modeling.EncodedSplit(
+            ids=[np.array([2, 3 + i % 5]) for i in range(rows)],
+            targets=targets,
+            present=present,
+            wide=wide,
+        )
+        specs = [
+            modeling.HeadSpec("queue", "multiclass", ("a", "b", "c")),
+            modeling.HeadSpec("flag", "multiclass", ("no", "yes")),
+        ]
+        config = modeling.ModelConfig(
+            arch="hybrid", vocab_size=16, dim=4, ngram_buckets=8, wide_features="words",
+            word_buckets=32, word_rows=width, word_block_rows=10,
+        )  # fmt: skip
+        model = modeling.MultiTaskModel(config, specs).eval()
+        before, _ = modeling.predict_logits(model, split)
+        gains = modeling.blend_logistic([model], specs, split, split)
+        assert set(gains) == {"queue", "flag"} and all(g >= 0 for g in gains.values())
+        after, _ = modeling.predict_logits(model, split)
+
+        queue = LogisticRegression(class_weight="balanced", max_iter=3000)
+        expected = queue.fit(wide, targets["queue"]).decision_function(wide)
+        gained = after["queue"] - gains["queue"] * before["queue"]
+        np.testing.assert_allclose(gained, expected, atol=1e-4)
+        has = present["flag"]
+        flag = LogisticRegression(class_weight="balanced", max_iter=3000)
+        flag.fit(wide[has], targets["flag"][has])
+        gained = after["flag"] - gains["flag"] * before["flag"]
+        margin = gained[:, 1] - gained[:, 0]
+        np.testing.assert_allclose(margin, flag.decision_function(wide), atol=1e-4)
