@@ -267,15 +267,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         members.append(result.model)
         fits.append(result)
 
-    blended: dict[str, float] = {}
+    blended: list[str] = []
     if args.blend_logistic and model_config.arch == "hybrid":
         blended = modeling.blend_logistic(
-            members, specs, train_split, dev_split, regularisation=args.logistic_c
+            members, specs, train_split, regularisation=args.logistic_c
         )
-        log(
-            "logistic regression blended in, joint model's gain: "
-            + (", ".join(f"{name} {gain:.2f}" for name, gain in blended.items()) or "no head")
-        )
+        log(f"logistic regression added to: {', '.join(blended) or 'no head'}")
     dev_logits = modeling.mean_logits(members, dev_split)
     memory, fusions, dev_votes = calibrate(
         members, specs, train_split, dev_split, dev_logits, args, log
@@ -579,7 +576,7 @@ def labels_document(
     dev_files: list[dict[str, Any]],
     dev_report: dict[str, dict[str, float]],
     word_features: WordFeatureConfig | None = None,
-    blended: dict[str, float] | None = None,
+    blended: Sequence[str] = (),
 ) -> dict[str, Any]:
     embedding_dim = fits[0].model.encoder.output_dim * len(fits)
     inputs = list(modeling.INPUT_NAMES)
@@ -647,7 +644,7 @@ def labels_document(
                 "wide_weight_decay": args.wide_weight_decay,
                 "logistic_regression": {
                     "C": args.logistic_c,
-                    "joint_gain": {n: round(g, 6) for n, g in (blended or {}).items()},
+                    "heads": list(blended),
                 },
                 "seeds": [args.seed + i for i in range(args.ensemble)],
                 "best_epochs": [fit.best_epoch for fit in fits],
