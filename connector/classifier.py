@@ -65,9 +65,10 @@ REQUIRED_FILES = (MODEL_FILE, TOKENIZER_FILE, LABELS_FILE)
 LABELS_FORMAT = 1
 
 DEFAULT_MAX_TOKENS = 256
-# Tickets per run. Some intermediate tensors grow with the batch regardless of
-# text length (the tf-idf vector, the neighbour memory's similarities: about
-# 1 MB per ticket each), so batches stay moderate; throughput barely gains beyond.
+# Tickets per run. In some models intermediate tensors grow with the batch
+# regardless of text length (a subword tf-idf vector, a neighbour memory's
+# similarities: about 1 MB per ticket each), so batches stay moderate;
+# throughput barely gains beyond.
 DEFAULT_MAX_BATCH_SIZE = 32
 # Padded tokens per batch: bounds the memory of one run and keeps long tickets
 # from inflating the padding of short ones.
