@@ -29,6 +29,10 @@ import numpy as np
 # As scikit-learn's default token pattern: runs of two or more word characters.
 _WORD = re.compile(r"(?u)\b\w\w+\b")
 
+# Longer "words" (base64 blobs, URLs, log lines) are rare and mostly unique: caching
+# them would let one hostile ticket fill the cache with large entries.
+MAX_CACHED_WORD_CHARS = 40
+
 IDS_INPUT = "lexical_ids"
 COUNTS_INPUT = "lexical_counts"
 
@@ -53,7 +57,7 @@ class WordFeatures:
 
     def __init__(self, config: WordFeatureConfig, cache_size: int = 1 << 16) -> None:
         self.config = config
-        self._char_ids = lru_cache(maxsize=cache_size)(self._word_char_ids)
+        self._cached_char_ids = lru_cache(maxsize=cache_size)(self._word_char_ids)
 
     def __call__(self, text: str) -> tuple[np.ndarray, np.ndarray]:
         text = text[: self.config.text_chars].lower()
@@ -65,13 +69,21 @@ class WordFeatures:
             for first, second in itertools.pairwise(words)
         ]
         parts = [np.asarray(hashed, dtype=np.int64)]
-        parts += [self._char_ids(word) for word in text.split()]
+        parts += [
+            self._cached_char_ids(word)
+            if len(word) <= MAX_CACHED_WORD_CHARS
+            else self._word_char_ids(word)
+            for word in text.split()
+        ]
         ids, counts = np.unique(np.concatenate(parts), return_counts=True)
         return ids, counts.astype(np.float32)
 
     def batch(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         """(ids, counts) of ``texts`` as padded batch arrays (see ``pad_features``)."""
         return pad_features([self(text) for text in texts])
+
+    def cached_words(self) -> int:
+        return self._cached_char_ids.cache_info().currsize
 
     def _word_char_ids(self, word: str) -> np.ndarray:
         padded = f" {word} "  # n-grams at a word's edges differ from inner ones

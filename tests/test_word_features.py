@@ -75,6 +75,13 @@ class TestFeatures:
         assert bucket("alpha") in ids.tolist()
         assert counts.sum() < 1000
 
+    def test_long_words_are_read_but_not_cached(self, features: WordFeatures) -> None:
+        blob = "x9" * 1500  # one 3,000-character "word", as in a pasted base64 attachment
+        ids, counts = features(f"see {blob} attached")
+        assert counts.sum() > 4 * 2900  # its character n-grams are all there
+        assert features.cached_words() == 2  # "see" and "attached", not the blob
+        assert features(f"see {blob} attached")[0].tolist() == ids.tolist()
+
 
 class TestPadding:
     def test_rows_are_padded_with_zero_counts(self, features: WordFeatures) -> None:
