@@ -34,6 +34,7 @@ ExecutionMode.ORT_SEQUENTIAL``, ``InferenceSession.get_inputs()/get_outputs()``
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from collections.abc import Iterator, Sequence
@@ -56,6 +57,7 @@ from connector.word_features import (
     WordFeatures,
     pad_features,
 )
+from connector.word_features import INPUT_NAMES as WORD_INPUT_NAMES
 
 MODEL_FILE = "model.onnx"
 TOKENIZER_FILE = "tokenizer.json"
@@ -77,7 +79,7 @@ DEFAULT_MAX_BATCH_TOKENS = 8192
 MULTICLASS = "multiclass"
 MULTILABEL = "multilabel"
 # Inputs the classifier can feed; a graph asking for anything else is rejected at load.
-_KNOWN_INPUTS = ("input_ids", "attention_mask", "token_type_ids", IDS_INPUT, COUNTS_INPUT)
+_KNOWN_INPUTS = ("input_ids", "attention_mask", "token_type_ids", *WORD_INPUT_NAMES)
 
 
 @dataclass(frozen=True, slots=True)
@@ -452,7 +454,7 @@ def _parse_word_features(raw: Any, fail: Any) -> WordFeatureConfig | None:
     if not isinstance(raw, dict):
         raise fail("'word_features' must be null or an object")
     values = {}
-    for name in ("buckets", "min_chars", "max_chars", "text_chars"):
+    for name in (field.name for field in dataclasses.fields(WordFeatureConfig)):
         value = raw.get(name)
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise fail(f"word_features.{name} must be a positive integer")
@@ -512,8 +514,8 @@ def _check_graph(session: ort.InferenceSession, spec: ModelSpec) -> None:
     unknown = [name for name in inputs if name not in _KNOWN_INPUTS]
     if unknown or "input_ids" not in inputs:
         raise ModelError(f"{MODEL_FILE}: inputs {inputs} are not supported (need input_ids)")
-    reads_words = IDS_INPUT in inputs or COUNTS_INPUT in inputs
-    if reads_words and not (IDS_INPUT in inputs and COUNTS_INPUT in inputs):
+    reads_words = any(name in inputs for name in WORD_INPUT_NAMES)
+    if reads_words and not all(name in inputs for name in WORD_INPUT_NAMES):
         raise ModelError(f"{MODEL_FILE}: needs both {IDS_INPUT} and {COUNTS_INPUT}, has {inputs}")
     if reads_words and spec.word_features is None:
         raise ModelError(

@@ -35,6 +35,7 @@ MAX_CACHED_WORD_CHARS = 40
 
 IDS_INPUT = "lexical_ids"
 COUNTS_INPUT = "lexical_counts"
+INPUT_NAMES = (IDS_INPUT, COUNTS_INPUT)  # the graph inputs, in this order
 
 
 @dataclass(frozen=True)

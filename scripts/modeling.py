@@ -59,19 +59,14 @@ from torch.nn import functional as F
 from connector.classifier import sha256_file
 from connector.cpu import cpu_limit
 from connector.text import MAX_CHARS, SUBJECT_BODY_SEPARATOR, prepare_ticket_text
-from connector.word_features import (
-    COUNTS_INPUT,
-    IDS_INPUT,
-    WordFeatureConfig,
-    WordFeatures,
-)
+from connector.word_features import INPUT_NAMES as WORD_INPUT_NAMES
+from connector.word_features import WordFeatureConfig, WordFeatures
 
 PAD, UNK, CLS = "[PAD]", "[UNK]", "[CLS]"
 SPECIAL_TOKENS = (PAD, UNK, CLS)  # ids 0, 1, 2 in this order
 MULTILABEL_HEADS = frozenset({"tags"})
 TEXT_COLUMNS = ("subject", "body", "text")
 INPUT_NAMES = ("input_ids", "attention_mask")
-WORD_INPUT_NAMES = (IDS_INPUT, COUNTS_INPUT)
 WIDE_FEATURES = ("words", "subwords")
 EMBEDDING_OUTPUT = "embedding"
 OPSET = 17

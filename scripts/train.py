@@ -63,6 +63,7 @@ from connector.classifier import (
 )
 from connector.cpu import cpu_limit
 from connector.text import MAX_CHARS, SUBJECT_BODY_SEPARATOR
+from connector.word_features import INPUT_NAMES as WORD_INPUT_NAMES
 from connector.word_features import WordFeatureConfig, WordFeatures, pad_features
 
 DEFAULT_HEADS = "queue,priority,type,sentiment"
@@ -581,7 +582,7 @@ def labels_document(
     embedding_dim = fits[0].model.encoder.output_dim * len(fits)
     inputs = list(modeling.INPUT_NAMES)
     if word_features is not None:
-        inputs += list(modeling.WORD_INPUT_NAMES)
+        inputs += list(WORD_INPUT_NAMES)
     return {
         "format": 1,
         "version": version,
