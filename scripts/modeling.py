@@ -384,6 +384,16 @@ class MultiTaskModel(nn.Module):
         logits, encoded = self.forward_encoded(input_ids, attention_mask, lexical=lexical)
         return logits, encoded.embedding
 
+    def dense_logits(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor
+    ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """(logits per head without the wide part, embedding vector): hybrid encoders only."""
+        if not isinstance(self.encoder, HybridEncoder):
+            raise TypeError("only the hybrid encoder has a separate wide part")
+        pooled = self.encoder.bag.pool(input_ids, attention_mask.to(torch.float32))
+        shared = self.hidden(pooled)
+        return {name: self.heads[f"head_{name}"](shared) for name in self.head_names}, pooled
+
     def forward_encoded(
         self,
         input_ids: torch.Tensor,
@@ -1502,7 +1512,8 @@ def _nll(logits: np.ndarray, target: np.ndarray) -> float:
 class ExportModule(nn.Module):
     """What the ONNX file computes: calibrated probabilities per head and an embedding.
 
-    Several trained models (seeds) are averaged in logit space; the neighbour
+    Several trained models (seeds) are averaged in logit space (whole-word
+    wide parts folded into one, see ``fold_wide_parts``); the neighbour
     memory's votes are added with each head's gain, and the head's temperature
     applied, both fitted on dev. Embedding tables and tf-idf weights are
     stored in float16 (halving the file) and widened when used.
@@ -1529,6 +1540,7 @@ class ExportModule(nn.Module):
                     member.wide[key] = export_wide_head(
                         head, encoder.lexical.word_dim, token_chars, encoder.lexical.vocab_size
                     )
+        self.shared_wide = fold_wide_parts(self.members)
         self.specs = list(specs)
         self.fusions = dict(fusions)
         self.memory = copy.deepcopy(memory) if memory is not None else None
@@ -1563,22 +1575,73 @@ class ExportModule(nn.Module):
         if lexical_ids is not None and lexical_counts is not None:
             lexical = (lexical_ids, lexical_counts)
         for member in self.members:
-            logits, encoded = member.forward_encoded(input_ids, attention_mask, lexical=lexical)
+            if self.shared_wide:
+                logits, embedding = member.dense_logits(input_ids, attention_mask)
+            else:
+                logits, encoded = member.forward_encoded(
+                    input_ids, attention_mask, lexical=lexical
+                )
+                embedding = encoded.embedding
+                words = encoded.lexical if words is None else words
             for name, value in logits.items():
                 summed[name] = summed[name] + value if name in summed else value
-            pooled_parts.append(F.normalize(encoded.embedding, dim=-1))
-            words = encoded.lexical if words is None else words
+            pooled_parts.append(F.normalize(embedding, dim=-1))
+        shared = self._shared_wide_logits(lexical) if self.shared_wide else {}
         votes = self.memory(words) if self.memory is not None and words is not None else None
         outputs = []
         for index, spec in enumerate(self.specs):
             fusion = self.fusions[spec.name]
             logits = summed[spec.name] / len(self.members)
+            if spec.name in shared:
+                logits = logits + shared[spec.name]
             if votes is not None and fusion.gain > 0:
                 logits = logits + fusion.gain * votes[index]
             scaled = logits / fusion.temperature
             outputs.append(scaled.sigmoid() if spec.kind == "multilabel" else scaled.softmax(-1))
         embedding = F.normalize(torch.cat(pooled_parts, dim=-1), dim=-1)
         return (*outputs, embedding)
+
+    def _shared_wide_logits(
+        self, lexical: tuple[torch.Tensor, torch.Tensor] | None
+    ) -> dict[str, torch.Tensor]:
+        """The folded wide part's logits per head (the same for every member)."""
+        if lexical is None:
+            raise ValueError("a whole-word model needs the text's feature ids and counts")
+        first = self.members[0]
+        assert isinstance(first.encoder, HybridEncoder) and first.encoder.words is not None
+        positions = first.encoder.words(*lexical)
+        return {name: first.wide[f"wide_{name}"](positions) for name in first.head_names}
+
+
+def fold_wide_parts(members: Sequence[MultiTaskModel]) -> bool:
+    """Fold an ensemble's whole-word wide parts into the first member; return whether it did.
+
+    Members trained on the same data share the tf-idf view (its statistics
+    come from the training texts, not the seed), and the wide part is linear
+    in it, so the mean of the members' wide logits is the wide logits of the
+    mean weight. The other members keep only their dense part: the file
+    holds one wide part and one feature table however many members there are.
+    """
+    if len(members) < 2 or not all(
+        isinstance(m.encoder, HybridEncoder) and m.encoder.words is not None for m in members
+    ):
+        return False
+    first = members[0]
+    for key, head in first.wide.items():
+        assert isinstance(head, WideHead)
+        with torch.no_grad():
+            head.weight.copy_(torch.stack([m.wide[key].weight for m in members]).mean(0))
+    for member in members[1:]:
+        encoder = member.encoder
+        assert isinstance(encoder, HybridEncoder) and encoder.words is not None
+        if not (
+            torch.equal(encoder.words.remap, first.encoder.words.remap)  # type: ignore[union-attr]
+            and torch.equal(encoder.words.idf, first.encoder.words.idf)  # type: ignore[union-attr]
+        ):
+            raise ValueError("ensemble members read different tf-idf views; cannot fold them")
+        encoder.words = None
+        member.wide = nn.ModuleDict()
+    return True
 
 
 def _widen(module: nn.Module, inputs: Any, output: torch.Tensor) -> torch.Tensor:

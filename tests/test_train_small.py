@@ -498,3 +498,105 @@ class TestLogisticBlend:
         gained = after["flag"] - before["flag"]
         margin = gained[:, 1] - gained[:, 0]
         np.testing.assert_allclose(margin, flag.decision_function(wide), atol=1e-4)
+
+
+class TestEnsembleFolding:
+    """An ensemble of whole-word hybrids is exported with one wide part, and computes the mean."""
+
+    SPECS = (
+        ("queue", "multiclass", ("a", "b", "c")),
+        ("sentiment", "multiclass", ("neg", "neu", "pos")),
+    )
+
+    @staticmethod
+    def members(count: int, remap_seed: int = 0) -> list:
+        import modeling
+        import torch
+
+        specs = [modeling.HeadSpec(*spec) for spec in TestEnsembleFolding.SPECS]
+        config = modeling.ModelConfig(
+            arch="hybrid", vocab_size=16, dim=4, ngram_buckets=8, wide_features="words",
+            word_buckets=32, word_rows=20, word_block_rows=8,
+        )  # fmt: skip
+        rng = np.random.default_rng(remap_seed)
+        statistics = modeling.WordStatistics(
+            rng.integers(0, 20, 64).astype(np.int32),
+            rng.uniform(1.0, 3.0, 20).astype(np.float32),
+            8,
+        )
+        models = []
+        for seed in range(count):
+            torch.manual_seed(seed)
+            model = modeling.MultiTaskModel(config, specs, statistics=statistics).eval()
+            with torch.no_grad():  # the heads' biases start at zero; make each member differ
+                for head in model.heads.values():
+                    head.bias.uniform_(-1, 1)
+            models.append(model)
+        return models
+
+    @staticmethod
+    def inputs() -> tuple:
+        import torch
+
+        ids = torch.tensor([[2, 5, 6, 7], [2, 8, 3, 0], [2, 0, 0, 0]])
+        lexical_ids = torch.tensor([[3, 40, 11, 7], [5, 0, 0, 0], [0, 0, 0, 0]])
+        counts = torch.tensor([[1.0, 2.0, 1.0, 3.0], [1.0, 0, 0, 0], [0, 0, 0, 0]])
+        return ids, (ids > 0).to(torch.int64), lexical_ids, counts
+
+    def test_folded_graph_computes_the_members_mean(self) -> None:
+        import modeling
+        import torch
+
+        members = self.members(3)
+        specs = [modeling.HeadSpec(*spec) for spec in self.SPECS]
+        fusions = {"queue": modeling.Fusion(1.5), "sentiment": modeling.Fusion(0.8)}
+        ids, mask, lexical_ids, counts = self.inputs()
+        with torch.no_grad():
+            each = [m(ids, mask, lexical=(lexical_ids, counts))[0] for m in members]
+            export = modeling.ExportModule(members, specs, fusions, half_embeddings=False)
+            outputs = export(ids, mask, lexical_ids, counts)
+        assert export.shared_wide
+        for index, spec in enumerate(specs):
+            mean = torch.stack([logits[spec.name] for logits in each]).mean(0)
+            expected = (mean / fusions[spec.name].temperature).softmax(-1)
+            torch.testing.assert_close(outputs[index], expected, atol=1e-6, rtol=1e-5)
+        assert outputs[-1].shape == (3, 3 * 4)  # every member's embedding, concatenated
+
+    def test_the_file_holds_one_wide_part(self) -> None:
+        import modeling
+
+        specs = [modeling.HeadSpec(*spec) for spec in self.SPECS]
+        fusions = {spec.name: modeling.Fusion(1.0) for spec in specs}
+        export = modeling.ExportModule(self.members(3), specs, fusions)
+        names = list(export.state_dict())
+        assert [n for n in names if ".wide." in n] == [
+            "members.0.wide.wide_queue.weight",
+            "members.0.wide.wide_sentiment.weight",
+        ]
+        assert [n for n in names if n.endswith(".remap")] == ["members.0.encoder.words.remap"]
+        assert sum(n.endswith("bag.unigrams.weight") for n in names) == 3
+
+    def test_members_with_different_views_are_refused(self) -> None:
+        import modeling
+
+        specs = [modeling.HeadSpec(*spec) for spec in self.SPECS]
+        fusions = {spec.name: modeling.Fusion(1.0) for spec in specs}
+        mixed = self.members(1) + self.members(1, remap_seed=1)
+        with pytest.raises(ValueError, match="different tf-idf views"):
+            modeling.ExportModule(mixed, specs, fusions)
+
+    @needs_data
+    def test_trained_ensemble_exports_loads_and_rebuilds(self, tmp_path: Path) -> None:
+        import modeling
+        import onnx
+
+        output = tmp_path / "model"
+        assert train_default(output, "--ensemble", "2") == 0
+        graph = onnx.load(str(output / "model.onnx"))
+        wide = [i.name for i in graph.graph.initializer if ".wide." in i.name]
+        assert len(wide) == 4  # one per head, not one per head and member
+        model = Classifier.load(output, threads=1)
+        (prediction,) = model.predict([TextInput("VPN down", "Cannot connect since today")])
+        assert set(prediction.heads) == {"queue", "priority", "type", "sentiment"}
+        rebuilt = modeling.load_torch_export(output)
+        assert rebuilt.shared_wide and len(rebuilt.members) == 2
