@@ -1578,9 +1578,7 @@ class ExportModule(nn.Module):
             if self.shared_wide:
                 logits, embedding = member.dense_logits(input_ids, attention_mask)
             else:
-                logits, encoded = member.forward_encoded(
-                    input_ids, attention_mask, lexical=lexical
-                )
+                logits, encoded = member.forward_encoded(input_ids, attention_mask, lexical=lexical)
                 embedding = encoded.embedding
                 words = encoded.lexical if words is None else words
             for name, value in logits.items():
