@@ -61,7 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--reuse",
         action="store_true",
-        help="only rewrite the report (and card) from OUTPUT/cross_validation.json",
+        help="train nothing: rebuild the report (and card) from OUTPUT's fold evaluations, "
+        "or from OUTPUT/cross_validation.json where they are gone",
     )
     parser.add_argument("--threads", type=int, default=None)
     return parser
@@ -78,6 +79,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     if args.reuse:
         document = json.loads((args.output / "cross_validation.json").read_text("utf-8"))
+        document = rescore(document, args.output)
+        modeling.write_json(args.output / "cross_validation.json", document)
         return publish(document, args)
     args.output.mkdir(parents=True, exist_ok=True)
     try:
@@ -133,6 +136,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     modeling.write_json(args.output / "cross_validation.json", document)
     return publish(document, args)
+
+
+def _factor(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
+def rescore(document: dict[str, Any], output: Path) -> dict[str, Any]:
+    """The report again from the folds' evaluation.json files (evaluate.py may have been rerun)."""
+    folds = []
+    for fold in range(document["folds"]):
+        path = output / f"fold-{fold + 1}" / "evaluation" / "evaluation.json"
+        if not path.is_file():
+            return document  # the folds are gone: keep the recorded figures
+        folds.append(fold_scores(json.loads(path.read_text("utf-8"))))
+    return {**document, "per_fold": folds, "summary": summarise(folds)}
 
 
 def publish(document: dict[str, Any], args: argparse.Namespace) -> int:
@@ -227,6 +245,7 @@ def fold_scores(report: dict[str, Any]) -> dict[str, dict[str, float]]:
             "model": figures["macro_f1"],
             "baseline": baseline["macro_f1"],
             "model_ece": figures["ece"],
+            "model_temperature_factor": figures.get("temperature_factor"),
             "rows": figures["rows"],
         }
     return scores
@@ -246,6 +265,12 @@ def summarise(folds: Sequence[dict[str, dict[str, float]]]) -> dict[str, dict[st
             "differences": [round(float(d), 4) for d in difference],
             "folds_not_worse": int((difference >= 0).sum()),
             "model_ece_mean": round(float(np.mean([f[head]["model_ece"] for f in folds])), 4),
+            "model_temperature_factors": [
+                None
+                if f[head].get("model_temperature_factor") is None
+                else round(float(f[head]["model_temperature_factor"]), 3)
+                for f in folds
+            ],
             "rows": int(sum(fold[head]["rows"] for fold in folds)),
         }
     return summary
@@ -263,6 +288,7 @@ def report_markdown(document: dict[str, Any]) -> str:
             " ".join(f"{d:+.3f}" for d in figures["differences"]),
             f"{figures['folds_not_worse']} of {folds}",
             figures["model_ece_mean"],
+            " ".join(_factor(f) for f in figures.get("model_temperature_factors", [])) or "-",
         )
         for head, figures in document["summary"].items()
     ]
@@ -276,6 +302,7 @@ def report_markdown(document: dict[str, Any]) -> str:
             "difference per fold",
             "folds model ≥ baseline",
             "model ECE (mean)",
+            "model temperature factor per fold",
         ],
         rows,
     )
@@ -286,7 +313,9 @@ def report_markdown(document: dict[str, Any]) -> str:
             f"Command: `{document['command']}` ({document['seconds']:.0f} s).",
             "",
             "Each training row is held out once; the model and the TF-IDF + LR baseline are",
-            "trained on the same other folds and scored on the same held-out rows.",
+            "trained on the same other folds and scored on the same held-out rows. The",
+            "temperature factor is what the held-out rows would multiply the model's",
+            "temperature (fitted on dev) by: above 1, the model is overconfident on them.",
             "",
             table,
         ]

@@ -237,6 +237,7 @@ def score_head(
         "macro_f1": float(f1_score(gold, predicted, average="macro", zero_division=0)),
         "ece": expected_calibration_error(confidence, correct),
         "mean_confidence": float(confidence.mean()),
+        "temperature_factor": temperature_factor(labels, gold, matrix),
         "per_class": {
             label: {
                 "precision": float(p),
@@ -254,6 +255,24 @@ def score_head(
             _point(point) for point in precision_coverage(confidence, correct, thresholds)
         ],
     }
+
+
+def temperature_factor(
+    labels: Sequence[str], gold: Sequence[str], matrix: np.ndarray
+) -> float | None:
+    """What these rows would multiply the system's temperature by: NLL-optimal rescaling.
+
+    Probabilities ``p`` rescaled as softmax(log p / f); f > 1 means the system
+    is overconfident on these rows, f < 1 underconfident. A diagnostic of how
+    well calibration carries over from where it was fitted, not a refit.
+    """
+    index = {label: i for i, label in enumerate(labels)}
+    known = [i for i, g in enumerate(gold) if g in index]
+    if not known:
+        return None
+    log_probabilities = np.log(np.clip(matrix[known], 1e-12, 1.0))
+    target = np.array([index[gold[i]] for i in known])
+    return modeling.fit_temperature(log_probabilities, target)
 
 
 def score_multilabel(
@@ -357,10 +376,17 @@ def summary_table(results: dict[str, dict[str, Any]]) -> str:
                         figures["macro_f1"],
                         figures.get("accuracy", figures.get("micro_f1")),
                         figures["ece"],
+                        _factor(figures.get("temperature_factor")),
                         figures["rows"],
                     )
                 )
-    return modeling.markdown_table(("head", "system", "macro-F1", "accuracy", "ECE", "rows"), rows)
+    return modeling.markdown_table(
+        ("head", "system", "macro-F1", "accuracy", "ECE", "temperature factor", "rows"), rows
+    )
+
+
+def _factor(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
 
 
 def _head_order(results: dict[str, dict[str, Any]]) -> Any:
@@ -458,7 +484,10 @@ def render_markdown(report: dict[str, Any]) -> str:
         "",
         summary_table(results),
         "",
-        "ECE is the top-label expected calibration error over 15 equal-width bins.",
+        "ECE is the top-label expected calibration error over 15 equal-width bins. The",
+        "temperature factor is what these rows would multiply the system's temperature by",
+        "(negative log-likelihood optimum): above 1 the system is overconfident here, below",
+        "1 underconfident. It is a diagnostic, not a refit.",
     ]
     if report.get("paired"):
         lines += [

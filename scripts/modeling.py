@@ -1459,6 +1459,24 @@ def memory_votes(
     return [np.concatenate(p) for p in parts]
 
 
+def temperature_interval(
+    logits: np.ndarray,
+    target: np.ndarray,
+    *,
+    multilabel: bool = False,
+    draws: int = 200,
+    seed: int = 0,
+) -> tuple[float, float]:
+    """95 % bootstrap interval of ``fit_temperature`` over the rows: how well dev pins it down."""
+    rng = np.random.default_rng(seed)
+    fitted = [
+        fit_temperature(logits[rows], target[rows], multilabel=multilabel)
+        for rows in (rng.integers(0, len(target), len(target)) for _ in range(draws))
+    ]
+    low, high = np.percentile(fitted, [2.5, 97.5])
+    return float(low), float(high)
+
+
 @dataclass(frozen=True)
 class Fusion:
     """Per head: logits -> (logits + gain * votes) / temperature. gain 0 = memory unused."""

@@ -418,6 +418,13 @@ def dev_metrics(
             figures["ece"] = expected_calibration_error(
                 calibrated.max(1), calibrated.argmax(1) == target
             )
+        if fusions[spec.name].gain == 0:  # with the memory, fitted jointly with the gain
+            low, high = modeling.temperature_interval(
+                logits[spec.name][has],
+                split.targets[spec.name][has],
+                multilabel=spec.kind == "multilabel",
+            )
+            figures["temperature_low"], figures["temperature_high"] = low, high
         figures["rows"] = int(has.sum())
         report[spec.name] = figures
     return report, fused
@@ -724,6 +731,12 @@ def card_template() -> str:
     )
 
 
+def temperature_cell(temperature: float, dev: dict[str, Any]) -> str:
+    if "temperature_low" not in dev:
+        return f"{temperature:.3f}"
+    return f"{temperature:.3f} ({dev['temperature_low']:.2f}-{dev['temperature_high']:.2f})"
+
+
 def training_section(
     labels: dict[str, Any], argv: Sequence[str] | None, seconds: float, threads: int
 ) -> str:
@@ -765,7 +778,7 @@ def training_section(
                 "accuracy",
                 "ECE before",
                 "ECE after",
-                "temperature",
+                "temperature (95 % bootstrap interval)",
                 "memory gain",
                 "rows",
             ),
@@ -778,7 +791,7 @@ def training_section(
                     training["dev"][head["name"]].get("accuracy", "-"),
                     training["dev"][head["name"]].get("ece_uncalibrated", "-"),
                     training["dev"][head["name"]].get("ece", "-"),
-                    head["temperature"],
+                    temperature_cell(head["temperature"], training["dev"][head["name"]]),
                     head.get("memory_gain", 0.0),
                     training["dev"][head["name"]]["rows"],
                 )

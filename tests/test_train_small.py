@@ -92,6 +92,9 @@ class TestTrainExportLoad:
         assert files["sentiment/train.csv"]["heads"] == ["sentiment"]
         assert [f["rows"] for f in labels["training"]["train_files"]] == [300, 300]
         assert all(h["temperature"] > 0 for h in labels["heads"])
+        for head in labels["heads"]:  # the dev bootstrap interval brackets the fitted value
+            dev = labels["training"]["dev"][head["name"]]
+            assert dev["temperature_low"] <= head["temperature"] <= dev["temperature_high"]
         assert labels["text"]["max_tokens"] == 256
         assert labels["embedding"]["output"] == "embedding"
 
@@ -413,7 +416,13 @@ class TestCrossValidation:
         )
         card = (model_dir / "MODEL_CARD.md").read_text()
         assert "<!-- BEGIN generated:cross-validation -->" in card
-        # --reuse rebuilds the report from the JSON without training again.
+        assert all(f is not None and f > 0 for f in queue["model_temperature_factors"])
+        # --reuse rebuilds the report from the folds' evaluations without training again.
+        evaluation = output / "fold-1" / "evaluation" / "evaluation.json"
+        rescored = json.loads(evaluation.read_text())
+        model_name = next(name for name in rescored["systems"] if name.startswith("model "))
+        rescored["systems"][model_name]["queue"]["macro_f1"] = 1.0
+        evaluation.write_text(json.dumps(rescored))
         (output / "cross_validation.md").unlink()
         (model_dir / "MODEL_CARD.md").unlink()
         again = ["--train", str(train_csv), "--dev", str(dev_csv), "--output", str(output)]
@@ -421,6 +430,9 @@ class TestCrossValidation:
         assert (output / "cross_validation.md").read_text().strip() in (
             model_dir / "MODEL_CARD.md"
         ).read_text()
+        rebuilt = json.loads((output / "cross_validation.json").read_text())
+        assert rebuilt["per_fold"][0]["queue"]["model"] == 1.0
+        assert rebuilt["command"] == report["command"]
 
     def test_a_failing_fold_stops_with_a_message(
         self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
@@ -600,3 +612,38 @@ class TestEnsembleFolding:
         assert set(prediction.heads) == {"queue", "priority", "type", "sentiment"}
         rebuilt = modeling.load_torch_export(output)
         assert rebuilt.shared_wide and len(rebuilt.members) == 2
+
+
+class TestCalibrationDiagnostics:
+    @staticmethod
+    def sample(rows: int, scale: float, seed: int = 1) -> tuple[np.ndarray, np.ndarray]:
+        """Logits, and labels drawn from softmax(logits / scale): the truth is ``scale`` softer."""
+        rng = np.random.default_rng(seed)
+        logits = rng.normal(0.0, 2.0, (rows, 3))
+        truth = np.exp(logits / scale)
+        truth /= truth.sum(1, keepdims=True)
+        labels = np.array([rng.choice(3, p=p) for p in truth])
+        return logits, labels
+
+    def test_temperature_factor_reads_overconfidence(self) -> None:
+        names = ["a", "b", "c"]
+        for scale in (1.0, 2.0):
+            logits, labels = self.sample(6000, scale)
+            probabilities = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+            gold = [names[i] for i in labels]
+            factor = evaluate.temperature_factor(names, gold, probabilities)
+            assert factor == pytest.approx(scale, rel=0.1)
+        gold[0] = "not-a-label"  # a class the system does not know is left out, not an error
+        factor = evaluate.temperature_factor(names, gold, probabilities)
+        assert factor == pytest.approx(2.0, rel=0.1)
+
+    def test_temperature_interval_narrows_with_more_rows(self) -> None:
+        import modeling
+
+        widths = []
+        for rows in (150, 2400):
+            logits, labels = self.sample(rows, 1.5, seed=rows)
+            low, high = modeling.temperature_interval(logits, labels, draws=100)
+            assert low <= modeling.fit_temperature(logits, labels) <= high
+            widths.append(high - low)
+        assert widths[1] < widths[0] / 2
