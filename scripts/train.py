@@ -29,7 +29,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -133,6 +133,13 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument(
         "--logistic-c", type=float, default=1.0, help="its inverse L2 strength, as scikit-learn's C"
     )
+    model.add_argument(
+        "--calibration-from",
+        type=Path,
+        default=None,
+        help="a cross_validate.py report (cross_validation.json) of this recipe: each head's "
+        "dev-fitted temperature is multiplied by the factor its held-out folds asked for",
+    )
     model.add_argument("--memory-per-row", type=int, default=64)
     model.add_argument("--memory-k", type=int, default=3)
     model.add_argument("--memory-threshold", type=float, default=0.4)
@@ -182,6 +189,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     torch.use_deterministic_algorithms(True, warn_only=True)
     started = time.perf_counter()
     try:
+        cross_validated = (
+            read_temperature_factors(args.calibration_from) if args.calibration_from else None
+        )
         train_rows, train_files = read_files(args.train, heads, args)
         dev_rows, dev_files = read_files(args.dev, heads, args)
         specs = modeling.head_specs(train_rows, heads, min_tag_count=args.min_tag_count)
@@ -278,6 +288,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     memory, fusions, dev_votes = calibrate(
         members, specs, train_split, dev_split, dev_logits, args, log
     )
+    dev_fusions = dict(fusions)
+    if cross_validated is not None:
+        fusions = correct_temperatures(fusions, cross_validated, log)
     dev_report, calibrated = dev_metrics(dev_logits, dev_votes, dev_split, specs, fusions)
     for name, figures in dev_report.items():
         fusion = fusions[name]
@@ -318,6 +331,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             dev_report,
             featurizer.config if featurizer is not None else None,
             blended,
+            dev_fusions,
+            cross_validated,
         )
         modeling.write_json(staging / "labels.json", labels)
         modeling.write_manifest(staging, version)  # provisional: lets the classifier load
@@ -585,6 +600,8 @@ def labels_document(
     dev_report: dict[str, dict[str, float]],
     word_features: WordFeatureConfig | None = None,
     blended: Sequence[str] = (),
+    dev_fusions: dict[str, modeling.Fusion] | None = None,
+    cross_validated: CrossValidatedFactors | None = None,
 ) -> dict[str, Any]:
     embedding_dim = fits[0].model.encoder.output_dim * len(fits)
     inputs = list(modeling.INPUT_NAMES)
@@ -601,6 +618,7 @@ def labels_document(
                 "labels": list(spec.labels),
                 "temperature": round(fusions[spec.name].temperature, 6),
                 "memory_gain": round(fusions[spec.name].gain, 6),
+                **temperature_origin(spec.name, fusions, dev_fusions),
             }
             for spec in specs
         ],
@@ -655,6 +673,9 @@ def labels_document(
                     "heads": list(blended),
                 },
                 "seeds": [args.seed + i for i in range(args.ensemble)],
+                "temperature_correction": None
+                if cross_validated is None
+                else cross_validated.record,
                 "best_epochs": [fit.best_epoch for fit in fits],
             },
             "dev": {
@@ -662,6 +683,77 @@ def labels_document(
                 for head, figures in dev_report.items()
             },
         },
+    }
+
+
+@dataclass(frozen=True)
+class CrossValidatedFactors:
+    """Per head, what held-out folds multiplied the dev-fitted temperature by (geometric mean)."""
+
+    factors: dict[str, float]
+    record: dict[str, Any]
+
+
+def read_temperature_factors(path: Path) -> CrossValidatedFactors:
+    """The temperature factors of a cross_validate.py report; DataError if it has none."""
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+        summary = document["summary"]
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise DataError(f"{path}: not a cross_validate.py report ({error})") from error
+    per_fold: dict[str, list[float]] = {}
+    for head, figures in summary.items():
+        values = figures.get("model_temperature_factors") or []
+        if values and all(isinstance(v, int | float) and v > 0 for v in values):
+            per_fold[head] = [float(v) for v in values]
+    if not per_fold:
+        raise DataError(
+            f"{path}: no temperature factors in it; rebuild it with cross_validate.py --reuse"
+        )
+    factors = {head: float(np.exp(np.mean(np.log(v)))) for head, v in per_fold.items()}
+    record = {
+        "file": path.name,
+        "sha256": modeling.sha256_file(path),
+        "command": document.get("command"),
+        "factors_per_fold": per_fold,
+    }
+    return CrossValidatedFactors(factors, record)
+
+
+def correct_temperatures(
+    fusions: dict[str, modeling.Fusion], cross_validated: CrossValidatedFactors, log: Any
+) -> dict[str, modeling.Fusion]:
+    """Scale each head's dev-fitted temperature by its cross-validated factor.
+
+    Dev is one small sample: when held-out folds of the training data
+    consistently ask for another temperature than dev gave their models,
+    dev is the odd one out. The factor is a ratio on the same fold model,
+    so it carries over to a model trained on all rows. Heads with a
+    neighbour memory keep theirs (the gain was fitted with it).
+    """
+    corrected = dict(fusions)
+    for name, fusion in fusions.items():
+        factor = cross_validated.factors.get(name)
+        if factor is None or fusion.gain > 0:
+            continue
+        corrected[name] = replace(fusion, temperature=fusion.temperature * factor)
+        value = corrected[name].temperature
+        log(f"{name}: temperature x {factor:.3f} (held-out folds) -> {value:.3f}")
+    return corrected
+
+
+def temperature_origin(
+    name: str,
+    fusions: dict[str, modeling.Fusion],
+    dev_fusions: dict[str, modeling.Fusion] | None,
+) -> dict[str, float]:
+    """For a corrected head: the dev-fitted temperature and the factor applied to it."""
+    if dev_fusions is None or dev_fusions[name].temperature == fusions[name].temperature:
+        return {}
+    dev = dev_fusions[name].temperature
+    return {
+        "temperature_dev": round(dev, 6),
+        "temperature_factor": round(fusions[name].temperature / dev, 6),
     }
 
 
@@ -731,10 +823,15 @@ def card_template() -> str:
     )
 
 
-def temperature_cell(temperature: float, dev: dict[str, Any]) -> str:
-    if "temperature_low" not in dev:
-        return f"{temperature:.3f}"
-    return f"{temperature:.3f} ({dev['temperature_low']:.2f}-{dev['temperature_high']:.2f})"
+def temperature_cell(head: dict[str, Any], dev: dict[str, Any]) -> str:
+    """The temperature, the dev fit's bootstrap interval, and a cross-validated factor if any."""
+    fitted = head.get("temperature_dev", head["temperature"])
+    cell = f"{fitted:.3f}"
+    if "temperature_low" in dev:
+        cell += f" ({dev['temperature_low']:.2f}-{dev['temperature_high']:.2f})"
+    if "temperature_factor" in head:
+        cell = f"{head['temperature']:.3f} = {cell} x {head['temperature_factor']:.3f}"
+    return cell
 
 
 def training_section(
@@ -791,7 +888,7 @@ def training_section(
                     training["dev"][head["name"]].get("accuracy", "-"),
                     training["dev"][head["name"]].get("ece_uncalibrated", "-"),
                     training["dev"][head["name"]].get("ece", "-"),
-                    temperature_cell(head["temperature"], training["dev"][head["name"]]),
+                    temperature_cell(head, training["dev"][head["name"]]),
                     head.get("memory_gain", 0.0),
                     training["dev"][head["name"]]["rows"],
                 )

@@ -647,3 +647,61 @@ class TestCalibrationDiagnostics:
             assert low <= modeling.fit_temperature(logits, labels) <= high
             widths.append(high - low)
         assert widths[1] < widths[0] / 2
+
+
+class TestCrossValidatedTemperature:
+    @staticmethod
+    def report(path: Path, factors: dict[str, list[float | None]]) -> Path:
+        summary = {head: {"model_temperature_factors": values} for head, values in factors.items()}
+        document = {"command": "python scripts/cross_validate.py x", "summary": summary}
+        path.write_text(json.dumps(document))
+        return path
+
+    def test_factors_are_the_geometric_mean_of_the_folds(self, tmp_path: Path) -> None:
+        report = self.report(tmp_path / "cv.json", {"queue": [2.0, 0.5, 1.0], "type": [None, 1.2]})
+        read = train.read_temperature_factors(report)
+        assert read.factors == {"queue": pytest.approx(1.0)}  # type: a fold without a factor
+        assert read.record["factors_per_fold"] == {"queue": [2.0, 0.5, 1.0]}
+
+    def test_unusable_reports_are_refused(self, tmp_path: Path) -> None:
+        import modeling
+
+        with pytest.raises(modeling.DataError, match=r"not a cross_validate\.py report"):
+            train.read_temperature_factors(tmp_path / "missing.json")
+        old = self.report(tmp_path / "old.json", {"queue": []})
+        with pytest.raises(modeling.DataError, match="--reuse"):
+            train.read_temperature_factors(old)
+
+    @needs_data
+    def test_the_dev_temperature_is_scaled(self, small_model: Path, tmp_path: Path) -> None:
+        report = self.report(tmp_path / "cv.json", {"queue": [2.0, 2.0], "sentiment": [0.5, 0.5]})
+        output = tmp_path / "model"
+        assert train_default(output, "--calibration-from", str(report)) == 0
+        plain_labels = json.loads((small_model / "labels.json").read_text())
+        plain = {h["name"]: h for h in plain_labels["heads"]}
+        labels = json.loads((output / "labels.json").read_text())
+        heads = {h["name"]: h for h in labels["heads"]}
+        for name, factor in (("queue", 2.0), ("sentiment", 0.5)):
+            assert heads[name]["temperature_dev"] == plain[name]["temperature"]
+            assert heads[name]["temperature"] == pytest.approx(factor * plain[name]["temperature"])
+        assert heads["type"]["temperature"] == plain["type"]["temperature"]
+        assert "temperature_factor" not in heads["type"]
+        correction = labels["training"]["optimisation"]["temperature_correction"]
+        assert correction["factors_per_fold"]["queue"] == [2.0, 2.0]
+        # The graph applies the corrected temperature: queue is less confident than before.
+        ticket = [TextInput("Invoice", "I was charged twice for my subscription this month")]
+        before = Classifier.load(small_model, threads=1).predict(ticket)[0]["queue"]
+        after = Classifier.load(output, threads=1).predict(ticket)[0]["queue"]
+        assert after.label == before.label and after.confidence < before.confidence
+
+    def test_a_bad_report_stops_training(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        header = ["subject", "body", "queue", "priority"]
+        train_csv = write_rows(tmp_path / "train.csv", header, synthetic(30))
+        code = train.main(
+            ["--train", str(train_csv), "--dev", str(train_csv), "--heads", "queue",
+             "--output", str(tmp_path / "m"), "--calibration-from", str(tmp_path / "none.json")]
+        )  # fmt: skip
+        assert code == 2
+        assert "none.json: not a cross_validate.py report" in capsys.readouterr().err
