@@ -138,10 +138,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     return publish(document, args)
 
 
-def _factor(value: float | None) -> str:
-    return "-" if value is None else f"{value:.2f}"
-
-
 def rescore(document: dict[str, Any], output: Path) -> dict[str, Any]:
     """The report again from the folds' evaluation.json files (evaluate.py may have been rerun)."""
     folds = []
@@ -288,7 +284,8 @@ def report_markdown(document: dict[str, Any]) -> str:
             " ".join(f"{d:+.3f}" for d in figures["differences"]),
             f"{figures['folds_not_worse']} of {folds}",
             figures["model_ece_mean"],
-            " ".join(_factor(f) for f in figures.get("model_temperature_factors", [])) or "-",
+            " ".join(map(evaluate.format_factor, figures.get("model_temperature_factors", [])))
+            or "-",
         )
         for head, figures in document["summary"].items()
     ]

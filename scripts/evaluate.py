@@ -376,7 +376,7 @@ def summary_table(results: dict[str, dict[str, Any]]) -> str:
                         figures["macro_f1"],
                         figures.get("accuracy", figures.get("micro_f1")),
                         figures["ece"],
-                        _factor(figures.get("temperature_factor")),
+                        format_factor(figures.get("temperature_factor")),
                         figures["rows"],
                     )
                 )
@@ -385,7 +385,8 @@ def summary_table(results: dict[str, dict[str, Any]]) -> str:
     )
 
 
-def _factor(value: float | None) -> str:
+def format_factor(value: float | None) -> str:
+    """A temperature factor for a table ("-" where there is none)."""
     return "-" if value is None else f"{value:.2f}"
 
 

@@ -1642,20 +1642,20 @@ def fold_wide_parts(members: Sequence[MultiTaskModel]) -> bool:
         isinstance(m.encoder, HybridEncoder) and m.encoder.words is not None for m in members
     ):
         return False
-    first = members[0]
-    for key, head in first.wide.items():
+    views = [m.encoder.words for m in members]  # type: ignore[union-attr]
+    first = views[0]
+    assert first is not None
+    for view in views[1:]:
+        assert view is not None
+        if not (torch.equal(view.remap, first.remap) and torch.equal(view.idf, first.idf)):
+            raise ValueError("ensemble members read different tf-idf views; cannot fold them")
+    for key, head in members[0].wide.items():
         assert isinstance(head, WideHead)
         with torch.no_grad():
             head.weight.copy_(torch.stack([m.wide[key].weight for m in members]).mean(0))
     for member in members[1:]:
-        encoder = member.encoder
-        assert isinstance(encoder, HybridEncoder) and encoder.words is not None
-        if not (
-            torch.equal(encoder.words.remap, first.encoder.words.remap)  # type: ignore[union-attr]
-            and torch.equal(encoder.words.idf, first.encoder.words.idf)  # type: ignore[union-attr]
-        ):
-            raise ValueError("ensemble members read different tf-idf views; cannot fold them")
-        encoder.words = None
+        assert isinstance(member.encoder, HybridEncoder)
+        member.encoder.words = None
         member.wide = nn.ModuleDict()
     return True
 
