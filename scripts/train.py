@@ -875,7 +875,7 @@ def training_section(
                 "accuracy",
                 "ECE before",
                 "ECE after",
-                "temperature (95 % bootstrap interval)",
+                "temperature: dev fit (95 % bootstrap interval) x cross-validated factor, if any",
                 "memory gain",
                 "rows",
             ),
