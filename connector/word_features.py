@@ -54,7 +54,7 @@ class WordFeatureConfig:
 
 
 class WordFeatures:
-    """Text -> (unique feature ids, their counts), and padded batches of them for the model."""
+    """Text -> (unique feature ids, their counts); ``pad_features`` batches them for the model."""
 
     def __init__(self, config: WordFeatureConfig, cache_size: int = 1 << 16) -> None:
         self.config = config
@@ -78,10 +78,6 @@ class WordFeatures:
         ]
         ids, counts = np.unique(np.concatenate(parts), return_counts=True)
         return ids, counts.astype(np.float32)
-
-    def batch(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-        """(ids, counts) of ``texts`` as padded batch arrays (see ``pad_features``)."""
-        return pad_features([self(text) for text in texts])
 
     def cached_words(self) -> int:
         return self._cached_char_ids.cache_info().currsize

@@ -85,7 +85,7 @@ class TestFeatures:
 
 class TestPadding:
     def test_rows_are_padded_with_zero_counts(self, features: WordFeatures) -> None:
-        ids, counts = features.batch(["printer broken", "", "vpn"])
+        ids, counts = pad_features([features(t) for t in ("printer broken", "", "vpn")])
         assert ids.shape == counts.shape and ids.dtype == np.int64 and counts.dtype == np.float32
         assert counts[1].sum() == 0
         assert (counts[0] > 0).sum() == len(features("printer broken")[0])
