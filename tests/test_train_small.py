@@ -339,6 +339,11 @@ class TestScripts:
         queue = next(iter(systems.values()))["queue"]
         assert queue["rows"] == 80
         assert 0.0 <= queue["ece"] <= 1.0
+        floor = queue["ece_if_calibrated"]
+        assert (
+            0.0 < floor["mean"] <= floor["p95"]
+            and 0.0 <= floor["share_at_or_above_observed"] <= 1.0
+        )
         assert len(queue["confusion"]["matrix"]) >= 2
         coverage = [p["coverage"] for p in queue["precision_coverage"]]
         assert coverage[0] == 1.0
@@ -636,6 +641,27 @@ class TestCalibrationDiagnostics:
         gold[0] = "not-a-label"  # a class the system does not know is left out, not an error
         factor = evaluate.temperature_factor(names, gold, probabilities)
         assert factor == pytest.approx(2.0, rel=0.1)
+
+    def test_ece_floor_tells_noise_from_miscalibration(self) -> None:
+        from connector.classifier import expected_calibration_error
+
+        rng = np.random.default_rng(7)
+        confidence = rng.uniform(0.4, 1.0, 500)
+        calibrated = rng.random(500) < confidence
+        observed = expected_calibration_error(confidence, calibrated)
+        floor = evaluate.ece_if_calibrated(confidence, observed, draws=500)
+        assert observed > 0.02  # 500 rows: binning noise alone is visible
+        assert 0.02 < floor["mean"] < floor["p95"] < 0.1
+        assert floor["share_at_or_above_observed"] > 0.05
+
+        overconfident = rng.random(500) < confidence - 0.15
+        observed = expected_calibration_error(confidence, overconfident)
+        floor = evaluate.ece_if_calibrated(confidence, observed, draws=500)
+        assert observed > floor["p95"]
+        assert floor["share_at_or_above_observed"] < 0.01
+
+        larger = np.tile(confidence, 8)
+        assert evaluate.ece_if_calibrated(larger, 0.0, draws=200)["mean"] < floor["mean"] / 2
 
     def test_temperature_interval_narrows_with_more_rows(self) -> None:
         import modeling
