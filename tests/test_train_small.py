@@ -381,6 +381,48 @@ class TestScripts:
         assert results["threads"]["onnxruntime_intra_op"] == 1
 
 
+class TestBaselineVariants:
+    def test_recipes_start_with_evaluates_and_cover_each_combination_once(self) -> None:
+        import baseline_variants
+
+        recipes = baseline_variants.recipes()
+        assert recipes[0] == evaluate.BaselineRecipe()
+        assert len(recipes) == len(set(recipes)) == 8
+
+    @needs_data
+    def test_scores_every_recipe_and_head(self, tmp_path: Path) -> None:
+        import baseline_variants
+
+        slicer = TestScripts()
+        train_csv = slicer.slice_csv(DATA / "tickets" / "train.csv", tmp_path / "train.csv", 120)
+        test_csv = slicer.slice_csv(DATA / "tickets" / "test.csv", tmp_path / "test.csv", 40)
+        output = tmp_path / "variants"
+        code = baseline_variants.main(
+            ["--train", str(train_csv), "--test", str(test_csv), "--heads", "queue,type",
+             "--output", str(output)]
+        )  # fmt: skip
+        assert code == 0
+        report = json.loads((output / "variants.json").read_text())
+        assert report["variants"][0]["recipe"] == "char_wb, min_df 2, sublinear tf"
+        assert len(report["variants"]) == 8
+        for variant in report["variants"]:
+            assert set(variant["scores"]) == {"queue", "type"}
+            for scores in variant["scores"].values():
+                assert 0.0 <= scores["macro_f1"] <= 1.0
+                assert 0.0 < scores["accuracy"] <= 1.0
+        assert report["command"].startswith("python scripts/baseline_variants.py --train ")
+        assert "char, min_df 1, raw tf" in (output / "variants.md").read_text()
+
+    def test_missing_file_stops_with_exit_2(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        import baseline_variants
+
+        missing = tmp_path / "missing.csv"
+        assert baseline_variants.main(["--train", str(missing), "--test", str(missing)]) == 2
+        assert "missing.csv: cannot read" in capsys.readouterr().err
+
+
 class TestCrossValidation:
     def test_folds_cover_every_row_once(self) -> None:
         assignment = cross_validate.fold_assignment(10, 3, seed=4)
