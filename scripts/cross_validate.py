@@ -38,6 +38,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import calibration
 import evaluate
 import modeling
 import train
@@ -79,7 +80,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     if args.reuse:
         document = json.loads((args.output / "cross_validation.json").read_text("utf-8"))
-        document = rescore(document, args.output)
+        threads = ["--threads", str(args.threads)] if args.threads else []
+        document = rescore(document, args.output, threads)
         modeling.write_json(args.output / "cross_validation.json", document)
         return publish(document, args)
     args.output.mkdir(parents=True, exist_ok=True)
@@ -90,6 +92,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     threads = ["--threads", str(args.threads)] if args.threads else []
     folds: list[dict[str, Any]] = []
+    rows: list[dict[str, calibration.FoldRows]] = []
     started = time.perf_counter()
     for fold in range(args.folds):
         fold_dir = args.output / f"fold-{fold + 1}"
@@ -110,21 +113,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         if code != 0:
             print(f"error: train.py failed on fold {fold + 1} (exit {code})", file=sys.stderr)
             return code
-        code = evaluate.main(
-            [
-                "--model", str(fold_dir / "model"),
-                *(a for path in held_out_paths for a in ("--test", str(path))),
-                *(a for path in train_paths for a in ("--train", str(path))),
-                "--output", str(fold_dir / "evaluation"),
-                *threads,
-            ]
-        )  # fmt: skip
-        if code != 0:
-            print(f"error: evaluate.py failed on fold {fold + 1} (exit {code})", file=sys.stderr)
-            return code
-        report = json.loads((fold_dir / "evaluation" / "evaluation.json").read_text("utf-8"))
+        report = evaluate_fold(fold_dir, held_out_paths, train_paths, threads)
+        if report is None:
+            print(f"error: evaluate.py failed on fold {fold + 1}", file=sys.stderr)
+            return 1
         folds.append(fold_scores(report))
-    summary = summarise(folds)
+        rows.append(fold_rows(report))
+    summary = summarise(folds, rows)
     command = "python scripts/cross_validate.py " + shlex.join(argv)
     document = {
         "command": command,
@@ -138,15 +133,49 @@ def main(argv: Sequence[str] | None = None) -> int:
     return publish(document, args)
 
 
-def rescore(document: dict[str, Any], output: Path) -> dict[str, Any]:
-    """The report again from the folds' evaluation.json files (evaluate.py may have been rerun)."""
-    folds = []
+def rescore(document: dict[str, Any], output: Path, threads: Sequence[str] = ()) -> dict[str, Any]:
+    """The report again from the folds' evaluation.json files (evaluate.py may have been rerun).
+
+    A fold evaluated before per-row probabilities were kept is evaluated
+    again from its model and held-out files, when they are still there.
+    """
+    folds, rows = [], []
     for fold in range(document["folds"]):
-        path = output / f"fold-{fold + 1}" / "evaluation" / "evaluation.json"
+        fold_dir = output / f"fold-{fold + 1}"
+        path = fold_dir / "evaluation" / "evaluation.json"
         if not path.is_file():
             return document  # the folds are gone: keep the recorded figures
-        folds.append(fold_scores(json.loads(path.read_text("utf-8"))))
-    return {**document, "per_fold": folds, "summary": summarise(folds)}
+        report = json.loads(path.read_text("utf-8"))
+        if not fold_rows(report) and (fold_dir / "model").is_dir():
+            held_out = sorted(fold_dir.glob("held-out-*.csv"))
+            trained_on = sorted(fold_dir.glob("train-*.csv"))
+            print(f"fold {fold + 1}: evaluating again, keeping per-row probabilities", flush=True)
+            report = evaluate_fold(fold_dir, held_out, trained_on, threads) or report
+        folds.append(fold_scores(report))
+        rows.append(fold_rows(report))
+    return {**document, "per_fold": folds, "summary": summarise(folds, rows)}
+
+
+def evaluate_fold(
+    fold_dir: Path, held_out: Sequence[Path], trained_on: Sequence[Path], threads: Sequence[str]
+) -> dict[str, Any] | None:
+    """evaluate.py on a fold's held-out files, per-row probabilities kept; None if it failed."""
+    code = evaluate.main(
+        [
+            "--model", str(fold_dir / "model"),
+            *(a for path in held_out for a in ("--test", str(path))),
+            *(a for path in trained_on for a in ("--train", str(path))),
+            "--output", str(fold_dir / "evaluation"),
+            "--keep-rows",
+            *threads,
+        ]
+    )  # fmt: skip
+    if code != 0:
+        return None
+    report: dict[str, Any] = json.loads(
+        (fold_dir / "evaluation" / "evaluation.json").read_text("utf-8")
+    )
+    return report
 
 
 def publish(document: dict[str, Any], args: argparse.Namespace) -> int:
@@ -247,7 +276,28 @@ def fold_scores(report: dict[str, Any]) -> dict[str, dict[str, float]]:
     return scores
 
 
-def summarise(folds: Sequence[dict[str, dict[str, float]]]) -> dict[str, dict[str, Any]]:
+def fold_rows(report: dict[str, Any]) -> dict[str, calibration.FoldRows]:
+    """Per single-label head: the model's held-out probabilities and truth, if they were kept."""
+    systems = report["systems"]
+    model_name = next(name for name in systems if name.startswith("model "))
+    rows = {}
+    for head, figures in systems[model_name].items():
+        kept = figures.get("rows_kept")
+        factor = figures.get("temperature_factor")
+        if kept and kept["target"] and factor:
+            rows[head] = calibration.FoldRows(
+                np.asarray(kept["probabilities"], dtype=np.float64),
+                np.asarray(kept["target"], dtype=np.int64),
+                float(factor),
+            )
+    return rows
+
+
+def summarise(
+    folds: Sequence[dict[str, dict[str, float]]],
+    rows: Sequence[dict[str, calibration.FoldRows]] = (),
+) -> dict[str, dict[str, Any]]:
+    """Per head: the folds' figures, and the calibration chosen where per-row data was kept."""
     heads = [head for head in folds[0] if all(head in fold for fold in folds)]
     summary = {}
     for head in heads:
@@ -269,6 +319,8 @@ def summarise(folds: Sequence[dict[str, dict[str, float]]]) -> dict[str, dict[st
             ],
             "rows": int(sum(fold[head]["rows"] for fold in folds)),
         }
+        if len(rows) == len(folds) and all(head in fold for fold in rows):
+            summary[head]["calibration"] = calibration.choose([fold[head] for fold in rows])
     return summary
 
 
@@ -315,8 +367,46 @@ def report_markdown(document: dict[str, Any]) -> str:
             "temperature (fitted on dev) by: above 1, the model is overconfident on them.",
             "",
             table,
+            *calibration_markdown(document),
         ]
     )
+
+
+def calibration_markdown(document: dict[str, Any]) -> list[str]:
+    """The held-out ECE of each calibration method per head, and the one chosen."""
+    chosen = {h: f["calibration"] for h, f in document["summary"].items() if "calibration" in f}
+    if not chosen:
+        return []
+    rows = [
+        (
+            head,
+            *(
+                " ".join(f"{v:.3f}" for v in choice["ece_per_fold"][method])
+                + f" (mean {choice['ece_mean'][method]:.3f})"
+                for method in calibration.METHODS
+            ),
+            choice["method"],
+        )
+        for head, choice in chosen.items()
+    ]
+    return [
+        "",
+        "Calibration chosen by the held-out folds (`train.py --calibration-from` applies it).",
+        "Each fold's ECE is measured with the correction fitted on the other folds only:",
+        "the dev temperature as it is; times the other folds' geometric-mean temperature",
+        "factor; or with a confidence map (isotonic, on the top label) fitted on their rows.",
+        "",
+        modeling.markdown_table(
+            [
+                "head",
+                "ECE, dev temperature",
+                "ECE, x factor",
+                "ECE, confidence map",
+                "chosen (lowest mean)",
+            ],
+            rows,
+        ),
+    ]
 
 
 if __name__ == "__main__":

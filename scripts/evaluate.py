@@ -96,6 +96,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--no-baseline", action="store_true", help="skip the TF-IDF baseline")
     parser.add_argument("--card", action="store_true", help="write the results into MODEL_CARD.md")
+    parser.add_argument(
+        "--keep-rows",
+        action="store_true",
+        help="also write the model's per-row probabilities into evaluation.json",
+    )
     parser.add_argument("--threads", type=int, default=None)
     return parser
 
@@ -127,6 +132,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 [p.heads[head].probabilities for p in predictions],
                 thresholds,
                 multilabel=system.spec.heads[system.heads.index(head)].kind == "multilabel",
+                keep_rows=args.keep_rows and system is classifier,
             )
             for head in heads
             if head in system.labels and any(v is not None for v in test.labels[head])
@@ -212,8 +218,14 @@ def score_head(
     thresholds: Sequence[float],
     *,
     multilabel: bool = False,
+    keep_rows: bool = False,
 ) -> dict[str, Any]:
-    """All figures for one head on the rows that carry its label."""
+    """All figures for one head on the rows that carry its label.
+
+    ``keep_rows`` adds each row's probabilities and true label index (rows
+    whose label the system does not know are left out): what
+    cross_validate.py fits calibration corrections on.
+    """
     rows = [i for i, value in enumerate(truth) if value is not None]
     if isinstance(probabilities, np.ndarray):
         matrix = probabilities[rows]
@@ -229,7 +241,7 @@ def score_head(
     precision, recall, f1, support = precision_recall_fscore_support(
         gold, predicted, labels=classes, zero_division=0
     )
-    return {
+    figures: dict[str, Any] = {
         "kind": "multiclass",
         "_gold": gold,  # for the paired comparison; dropped before the report is written
         "_predicted": predicted,
@@ -259,6 +271,14 @@ def score_head(
             _point(point) for point in precision_coverage(confidence, correct, thresholds)
         ],
     }
+    if keep_rows:
+        index = {label: i for i, label in enumerate(labels)}
+        known = [i for i, g in enumerate(gold) if g in index]
+        figures["rows_kept"] = {
+            "probabilities": np.round(matrix[known], 6).tolist(),
+            "target": [index[gold[i]] for i in known],
+        }
+    return figures
 
 
 def temperature_factor(

@@ -50,6 +50,7 @@ import numpy as np
 import onnxruntime
 import scipy.sparse as sp
 import torch
+from calibration import ConfidenceMap, apply_map, apply_map_torch
 from sklearn.metrics import f1_score
 from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 from tokenizers.processors import TemplateProcessing
@@ -1479,10 +1480,24 @@ def temperature_interval(
 
 @dataclass(frozen=True)
 class Fusion:
-    """Per head: logits -> (logits + gain * votes) / temperature. gain 0 = memory unused."""
+    """Per head: logits -> (logits + gain * votes) / temperature. gain 0 = memory unused.
+
+    A single-label head may also carry a confidence map, applied to the
+    softmax's top label (``calibration.apply_map``).
+    """
 
     temperature: float
     gain: float = 0.0
+    confidence_map: ConfidenceMap | None = None
+
+    def probabilities(self, logits: np.ndarray) -> np.ndarray:
+        """Softmax of already fused and scaled logits, with the map applied (numpy)."""
+        shifted = logits - logits.max(1, keepdims=True)
+        exp = np.exp(shifted)
+        probabilities: np.ndarray = exp / exp.sum(1, keepdims=True)
+        if self.confidence_map is not None:
+            probabilities = apply_map(probabilities, self.confidence_map)
+        return probabilities
 
 
 def fit_fusion(
@@ -1613,7 +1628,12 @@ class ExportModule(nn.Module):
             if votes is not None and fusion.gain > 0:
                 logits = logits + fusion.gain * votes[index]
             scaled = logits / fusion.temperature
-            outputs.append(scaled.sigmoid() if spec.kind == "multilabel" else scaled.softmax(-1))
+            if spec.kind == "multilabel":
+                outputs.append(scaled.sigmoid())
+            elif fusion.confidence_map is not None:
+                outputs.append(apply_map_torch(scaled.softmax(-1), fusion.confidence_map))
+            else:
+                outputs.append(scaled.softmax(-1))
         embedding = F.normalize(torch.cat(pooled_parts, dim=-1), dim=-1)
         return (*outputs, embedding)
 
@@ -1820,7 +1840,11 @@ def load_torch_export(model_dir: Path) -> ExportModule:
     vocabulary = [t for t, _ in sorted(tokenizer.get_vocab().items(), key=lambda item: item[1])]
     members = [MultiTaskModel(config, specs, vocabulary) for _ in training["optimisation"]["seeds"]]
     fusions = {
-        h["name"]: Fusion(float(h["temperature"]), float(h.get("memory_gain", 0.0)))
+        h["name"]: Fusion(
+            float(h["temperature"]),
+            float(h.get("memory_gain", 0.0)),
+            ConfidenceMap.from_json(h["confidence_map"]) if h.get("confidence_map") else None,
+        )
         for h in labels["heads"]
     }
     memory = None

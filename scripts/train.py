@@ -10,7 +10,9 @@ One command, for the bundled model and for an organisation's own history:
 Each CSV feeds the heads whose columns it has (docs/training.md describes the
 format); one shared encoder, one head per label. The tokenizer is trained on
 the training text; the model is trained on train only, early-stopped and
-calibrated (one temperature per head) on dev. The test split is never read here.
+calibrated (one temperature per head) on dev, with the corrections a
+cross-validation report chose (``--calibration-from``). The test split is
+never read here.
 
 Written to ``--output`` (built in a temporary directory first, then moved in,
 manifest last): model.onnx, tokenizer.json, labels.json, golden.jsonl,
@@ -40,7 +42,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import calibration
 import modeling
+from calibration import ConfidenceMap
 from modeling import (
     CARD_FILE,
     GOLDEN_FILE,
@@ -137,8 +141,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--calibration-from",
         type=Path,
         default=None,
-        help="a cross_validate.py report (cross_validation.json) of this recipe: each head's "
-        "dev-fitted temperature is multiplied by the factor its held-out folds asked for",
+        help="a cross_validate.py report (cross_validation.json) of this recipe: each head is "
+        "calibrated as the report chose (dev temperature, times the held-out folds' factor, "
+        "or with a confidence map fitted on the held-out folds)",
     )
     model.add_argument("--memory-per-row", type=int, default=64)
     model.add_argument("--memory-k", type=int, default=3)
@@ -189,9 +194,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     torch.use_deterministic_algorithms(True, warn_only=True)
     started = time.perf_counter()
     try:
-        cross_validated = (
-            read_temperature_factors(args.calibration_from) if args.calibration_from else None
-        )
+        cross_validated = read_calibration(args.calibration_from) if args.calibration_from else None
         train_rows, train_files = read_files(args.train, heads, args)
         dev_rows, dev_files = read_files(args.dev, heads, args)
         specs = modeling.head_specs(train_rows, heads, min_tag_count=args.min_tag_count)
@@ -290,7 +293,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     dev_fusions = dict(fusions)
     if cross_validated is not None:
-        fusions = correct_temperatures(fusions, cross_validated, log)
+        fusions = apply_calibration(fusions, cross_validated, log)
     dev_report, calibrated = dev_metrics(dev_logits, dev_votes, dev_split, specs, fusions)
     for name, figures in dev_report.items():
         fusion = fusions[name]
@@ -409,7 +412,8 @@ def dev_metrics(
     specs: Sequence[HeadSpec],
     fusions: dict[str, modeling.Fusion],
 ) -> tuple[dict[str, dict[str, float]], dict[str, np.ndarray]]:
-    """Dev figures of the final (fused, calibrated) model, ECE before calibration, and logits."""
+    """Dev figures of the final (fused, calibrated) model, ECE before calibration, and the
+    calibrated probabilities of the single-label heads."""
     fused = {}
     for spec in specs:
         fusion = fusions[spec.name]
@@ -418,6 +422,11 @@ def dev_metrics(
             value = value + fusion.gain * votes[spec.name]
         fused[spec.name] = value / fusion.temperature
     scores = modeling.head_scores(fused, split, specs)
+    probabilities = {
+        spec.name: fusions[spec.name].probabilities(fused[spec.name])
+        for spec in specs
+        if spec.kind == "multiclass"
+    }
     report: dict[str, dict[str, float]] = {}
     for spec in specs:
         has = split.present[spec.name]
@@ -425,7 +434,7 @@ def dev_metrics(
         if spec.kind == "multiclass":
             target = split.targets[spec.name][has]
             raw = softmax(logits[spec.name][has])
-            calibrated = softmax(fused[spec.name][has])
+            calibrated = probabilities[spec.name][has]
             figures["accuracy"] = float((calibrated.argmax(1) == target).mean())
             figures["ece_uncalibrated"] = expected_calibration_error(
                 raw.max(1), raw.argmax(1) == target
@@ -442,7 +451,7 @@ def dev_metrics(
             figures["temperature_low"], figures["temperature_high"] = low, high
         figures["rows"] = int(has.sum())
         report[spec.name] = figures
-    return report, fused
+    return report, probabilities
 
 
 def fmt(figures: dict[str, float]) -> str:
@@ -581,7 +590,7 @@ def check_export(
     for spec, got in zip(export.specs, actual, strict=False):
         if spec.kind != "multiclass":
             continue
-        want = softmax(calibrated[spec.name][chosen])
+        want = calibrated[spec.name][chosen]
         if not np.allclose(want, got, atol=2e-3):
             difference = np.abs(want - got).max()
             raise RuntimeError(f"{spec.name}: exported probabilities differ by {difference:.2e}")
@@ -601,7 +610,7 @@ def labels_document(
     word_features: WordFeatureConfig | None = None,
     blended: Sequence[str] = (),
     dev_fusions: dict[str, modeling.Fusion] | None = None,
-    cross_validated: CrossValidatedFactors | None = None,
+    cross_validated: CrossValidatedCalibration | None = None,
 ) -> dict[str, Any]:
     embedding_dim = fits[0].model.encoder.output_dim * len(fits)
     inputs = list(modeling.INPUT_NAMES)
@@ -618,7 +627,7 @@ def labels_document(
                 "labels": list(spec.labels),
                 "temperature": round(fusions[spec.name].temperature, 6),
                 "memory_gain": round(fusions[spec.name].gain, 6),
-                **temperature_origin(spec.name, fusions, dev_fusions),
+                **calibration_origin(spec.name, fusions, dev_fusions),
             }
             for spec in specs
         ],
@@ -673,9 +682,7 @@ def labels_document(
                     "heads": list(blended),
                 },
                 "seeds": [args.seed + i for i in range(args.ensemble)],
-                "temperature_correction": None
-                if cross_validated is None
-                else cross_validated.record,
+                "calibration_from": None if cross_validated is None else cross_validated.record,
                 "best_epochs": [fit.best_epoch for fit in fits],
             },
             "dev": {
@@ -687,73 +694,89 @@ def labels_document(
 
 
 @dataclass(frozen=True)
-class CrossValidatedFactors:
-    """Per head, what held-out folds multiplied the dev-fitted temperature by (geometric mean)."""
+class CrossValidatedCalibration:
+    """Per head, the calibration a cross_validate.py report chose, and where it came from."""
 
-    factors: dict[str, float]
+    choices: dict[str, dict[str, Any]]
     record: dict[str, Any]
 
 
-def read_temperature_factors(path: Path) -> CrossValidatedFactors:
-    """The temperature factors of a cross_validate.py report; DataError if it has none."""
+def read_calibration(path: Path) -> CrossValidatedCalibration:
+    """The per-head calibration choices of a cross_validate.py report; DataError if none."""
     try:
         document = json.loads(path.read_text(encoding="utf-8"))
         summary = document["summary"]
+        choices = {
+            head: figures["calibration"]
+            for head, figures in summary.items()
+            if isinstance(figures.get("calibration"), dict)
+        }
+        for choice in choices.values():
+            if choice["method"] == "map":
+                ConfidenceMap.from_json(choice["map"])
+            elif choice["method"] == "factor" and not float(choice["factor"]) > 0:
+                raise ValueError("a temperature factor must be positive")
+            elif choice["method"] not in calibration.METHODS:
+                raise ValueError(f"unknown calibration method {choice['method']!r}")
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise DataError(f"{path}: not a cross_validate.py report ({error})") from error
-    per_fold: dict[str, list[float]] = {}
-    for head, figures in summary.items():
-        values = figures.get("model_temperature_factors") or []
-        if values and all(isinstance(v, int | float) and v > 0 for v in values):
-            per_fold[head] = [float(v) for v in values]
-    if not per_fold:
+    if not choices:
         raise DataError(
-            f"{path}: no temperature factors in it; rebuild it with cross_validate.py --reuse"
+            f"{path}: no calibration choices in it; rebuild it with cross_validate.py --reuse"
         )
-    factors = {head: float(np.exp(np.mean(np.log(v)))) for head, v in per_fold.items()}
     record = {
         "file": path.name,
         "sha256": modeling.sha256_file(path),
         "command": document.get("command"),
-        "factors_per_fold": per_fold,
+        "methods": {head: choice["method"] for head, choice in choices.items()},
+        "ece_mean": {head: choice.get("ece_mean") for head, choice in choices.items()},
     }
-    return CrossValidatedFactors(factors, record)
+    return CrossValidatedCalibration(choices, record)
 
 
-def correct_temperatures(
-    fusions: dict[str, modeling.Fusion], cross_validated: CrossValidatedFactors, log: Any
+def apply_calibration(
+    fusions: dict[str, modeling.Fusion], cross_validated: CrossValidatedCalibration, log: Any
 ) -> dict[str, modeling.Fusion]:
-    """Scale each head's dev-fitted temperature by its cross-validated factor.
+    """Each head's dev-fitted temperature, corrected as its held-out folds chose.
 
-    Dev is one small sample: when held-out folds of the training data
-    consistently ask for another temperature than dev gave their models,
-    dev is the odd one out. The factor is a ratio on the same fold model,
-    so it carries over to a model trained on all rows. Heads with a
-    neighbour memory keep theirs (the gain was fitted with it).
+    Dev is one small sample. "factor" scales the temperature by the ratio the
+    held-out folds asked for on the same fold models, a ratio that carries
+    over to a model trained on all rows; "map" keeps the dev temperature and
+    maps the top label's confidence as the held-out folds were found to be
+    right. Heads with a neighbour memory keep theirs (the gain was fitted with it).
     """
     corrected = dict(fusions)
     for name, fusion in fusions.items():
-        factor = cross_validated.factors.get(name)
-        if factor is None or fusion.gain > 0:
+        choice = cross_validated.choices.get(name)
+        if choice is None or fusion.gain > 0:
             continue
-        corrected[name] = replace(fusion, temperature=fusion.temperature * factor)
-        value = corrected[name].temperature
-        log(f"{name}: temperature x {factor:.3f} (held-out folds) -> {value:.3f}")
+        if choice["method"] == "factor":
+            factor = float(choice["factor"])
+            corrected[name] = replace(fusion, temperature=fusion.temperature * factor)
+            log(f"{name}: temperature x {factor:.3f} (held-out folds)")
+        elif choice["method"] == "map":
+            confidence_map = ConfidenceMap.from_json(choice["map"])
+            corrected[name] = replace(fusion, confidence_map=confidence_map)
+            log(f"{name}: confidence map of {len(confidence_map.x)} knots (held-out folds)")
     return corrected
 
 
-def temperature_origin(
+def calibration_origin(
     name: str,
     fusions: dict[str, modeling.Fusion],
     dev_fusions: dict[str, modeling.Fusion] | None,
-) -> dict[str, float]:
-    """For a corrected head: the dev-fitted temperature and the factor applied to it."""
-    if dev_fusions is None or dev_fusions[name].temperature == fusions[name].temperature:
-        return {}
+) -> dict[str, Any]:
+    """How a head's probabilities are calibrated, for labels.json."""
+    fusion = fusions[name]
+    if fusion.confidence_map is not None:
+        return {"calibration": "map", "confidence_map": fusion.confidence_map.to_json()}
+    if dev_fusions is None or dev_fusions[name].temperature == fusion.temperature:
+        return {"calibration": "temperature"}
     dev = dev_fusions[name].temperature
     return {
+        "calibration": "factor",
         "temperature_dev": round(dev, 6),
-        "temperature_factor": round(fusions[name].temperature / dev, 6),
+        "temperature_factor": round(fusion.temperature / dev, 6),
     }
 
 
@@ -824,13 +847,15 @@ def card_template() -> str:
 
 
 def temperature_cell(head: dict[str, Any], dev: dict[str, Any]) -> str:
-    """The temperature, the dev fit's bootstrap interval, and a cross-validated factor if any."""
+    """The temperature, the dev fit's bootstrap interval, and a cross-validated correction."""
     fitted = head.get("temperature_dev", head["temperature"])
     cell = f"{fitted:.3f}"
     if "temperature_low" in dev:
         cell += f" ({dev['temperature_low']:.2f}-{dev['temperature_high']:.2f})"
     if "temperature_factor" in head:
         cell = f"{head['temperature']:.3f} = {cell} x {head['temperature_factor']:.3f}"
+    if head.get("confidence_map"):
+        cell += f" + confidence map ({len(head['confidence_map']['x'])} knots)"
     return cell
 
 
@@ -875,7 +900,7 @@ def training_section(
                 "accuracy",
                 "ECE before",
                 "ECE after",
-                "temperature: dev fit (95 % bootstrap interval) x cross-validated factor, if any",
+                "temperature: dev fit (95 % bootstrap interval), cross-validated correction if any",
                 "memory gain",
                 "rows",
             ),

@@ -12,6 +12,7 @@ import hashlib
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -464,12 +465,22 @@ class TestCrossValidation:
         card = (model_dir / "MODEL_CARD.md").read_text()
         assert "<!-- BEGIN generated:cross-validation -->" in card
         assert all(f is not None and f > 0 for f in queue["model_temperature_factors"])
+        choice = queue["calibration"]
+        assert choice["method"] in ("temperature", "factor", "map")
+        assert all(len(choice["ece_per_fold"][m]) == 2 for m in ("temperature", "factor", "map"))
+        assert "Calibration chosen by the held-out folds" in card
         # --reuse rebuilds the report from the folds' evaluations without training again.
         evaluation = output / "fold-1" / "evaluation" / "evaluation.json"
         rescored = json.loads(evaluation.read_text())
         model_name = next(name for name in rescored["systems"] if name.startswith("model "))
         rescored["systems"][model_name]["queue"]["macro_f1"] = 1.0
         evaluation.write_text(json.dumps(rescored))
+        # A fold evaluated without per-row probabilities is evaluated again to get them.
+        second = output / "fold-2" / "evaluation" / "evaluation.json"
+        stripped = json.loads(second.read_text())
+        second_name = next(name for name in stripped["systems"] if name.startswith("model "))
+        stripped["systems"][second_name]["queue"].pop("rows_kept")
+        second.write_text(json.dumps(stripped))
         (output / "cross_validation.md").unlink()
         (model_dir / "MODEL_CARD.md").unlink()
         again = ["--train", str(train_csv), "--dev", str(dev_csv), "--output", str(output)]
@@ -480,6 +491,8 @@ class TestCrossValidation:
         rebuilt = json.loads((output / "cross_validation.json").read_text())
         assert rebuilt["per_fold"][0]["queue"]["model"] == 1.0
         assert rebuilt["command"] == report["command"]
+        assert "rows_kept" in json.loads(second.read_text())["systems"][second_name]["queue"]
+        assert rebuilt["summary"]["queue"]["calibration"] == choice
 
     def test_a_failing_fold_stops_with_a_message(
         self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
@@ -717,32 +730,55 @@ class TestCalibrationDiagnostics:
         assert widths[1] < widths[0] / 2
 
 
-class TestCrossValidatedTemperature:
+class TestCrossValidatedCalibration:
+    MAP = {"x": [0.3, 0.6, 0.9, 1.0], "y": [0.3, 0.45, 0.85, 0.95]}
+
     @staticmethod
-    def report(path: Path, factors: dict[str, list[float | None]]) -> Path:
-        summary = {head: {"model_temperature_factors": values} for head, values in factors.items()}
+    def report(path: Path, choices: dict[str, dict[str, Any]]) -> Path:
+        summary = {head: {"calibration": choice} for head, choice in choices.items()}
         document = {"command": "python scripts/cross_validate.py x", "summary": summary}
         path.write_text(json.dumps(document))
         return path
 
-    def test_factors_are_the_geometric_mean_of_the_folds(self, tmp_path: Path) -> None:
-        report = self.report(tmp_path / "cv.json", {"queue": [2.0, 0.5, 1.0], "type": [None, 1.2]})
-        read = train.read_temperature_factors(report)
-        assert read.factors == {"queue": pytest.approx(1.0)}  # type: a fold without a factor
-        assert read.record["factors_per_fold"] == {"queue": [2.0, 0.5, 1.0]}
+    def test_choices_are_read_and_recorded(self, tmp_path: Path) -> None:
+        choices = {
+            "queue": {"method": "factor", "factor": 1.5},
+            "type": {"method": "map", "map": self.MAP},
+        }
+        report = self.report(tmp_path / "cv.json", choices)
+        read = train.read_calibration(report)
+        assert set(read.choices) == {"queue", "type"}
+        assert read.record["methods"] == {"queue": "factor", "type": "map"}
 
     def test_unusable_reports_are_refused(self, tmp_path: Path) -> None:
         import modeling
 
         with pytest.raises(modeling.DataError, match=r"not a cross_validate\.py report"):
-            train.read_temperature_factors(tmp_path / "missing.json")
-        old = self.report(tmp_path / "old.json", {"queue": []})
+            train.read_calibration(tmp_path / "missing.json")
+        old = tmp_path / "old.json"
+        old.write_text(json.dumps({"summary": {"queue": {"model_temperature_factors": [1.1]}}}))
         with pytest.raises(modeling.DataError, match="--reuse"):
-            train.read_temperature_factors(old)
+            train.read_calibration(old)
+        for bad in (
+            {"method": "map", "map": {"x": [0.5, 0.4], "y": [0.1, 0.2]}},
+            {"method": "factor", "factor": 0},
+            {"method": "guess"},
+        ):
+            path = self.report(tmp_path / "bad.json", {"queue": bad})
+            with pytest.raises(modeling.DataError, match="not a cross_validate"):
+                train.read_calibration(path)
 
     @needs_data
-    def test_the_dev_temperature_is_scaled(self, small_model: Path, tmp_path: Path) -> None:
-        report = self.report(tmp_path / "cv.json", {"queue": [2.0, 2.0], "sentiment": [0.5, 0.5]})
+    def test_factors_and_maps_reach_the_graph(self, small_model: Path, tmp_path: Path) -> None:
+        import calibration
+
+        choices = {
+            "queue": {"method": "factor", "factor": 2.0},
+            "sentiment": {"method": "factor", "factor": 0.5},
+            "type": {"method": "map", "map": self.MAP},
+            "priority": {"method": "temperature"},
+        }
+        report = self.report(tmp_path / "cv.json", choices)
         output = tmp_path / "model"
         assert train_default(output, "--calibration-from", str(report)) == 0
         plain_labels = json.loads((small_model / "labels.json").read_text())
@@ -750,17 +786,32 @@ class TestCrossValidatedTemperature:
         labels = json.loads((output / "labels.json").read_text())
         heads = {h["name"]: h for h in labels["heads"]}
         for name, factor in (("queue", 2.0), ("sentiment", 0.5)):
+            assert heads[name]["calibration"] == "factor"
             assert heads[name]["temperature_dev"] == plain[name]["temperature"]
             assert heads[name]["temperature"] == pytest.approx(factor * plain[name]["temperature"])
+        assert heads["priority"]["calibration"] == "temperature"
+        assert heads["priority"]["temperature"] == plain["priority"]["temperature"]
+        assert heads["type"]["calibration"] == "map"
+        assert heads["type"]["confidence_map"] == self.MAP
         assert heads["type"]["temperature"] == plain["type"]["temperature"]
-        assert "temperature_factor" not in heads["type"]
-        correction = labels["training"]["optimisation"]["temperature_correction"]
-        assert correction["factors_per_fold"]["queue"] == [2.0, 2.0]
-        # The graph applies the corrected temperature: queue is less confident than before.
-        ticket = [TextInput("Invoice", "I was charged twice for my subscription this month")]
-        before = Classifier.load(small_model, threads=1).predict(ticket)[0]["queue"]
-        after = Classifier.load(output, threads=1).predict(ticket)[0]["queue"]
-        assert after.label == before.label and after.confidence < before.confidence
+        recorded = labels["training"]["optimisation"]["calibration_from"]
+        assert recorded["methods"]["type"] == "map"
+        # The graph applies them: queue less confident, type's confidence mapped.
+        tickets = [
+            TextInput("Invoice", "I was charged twice for my subscription this month"),
+            TextInput("Server down", "Our production database is unreachable since 3am"),
+        ]
+        before = Classifier.load(small_model, threads=1).predict(tickets)
+        after = Classifier.load(output, threads=1).predict(tickets)
+        for old, new in zip(before, after, strict=True):
+            assert new["queue"].label == old["queue"].label
+            assert new["queue"].confidence < old["queue"].confidence
+            names = list(old["type"].probabilities)
+            plain_type = np.array([[old["type"].probabilities[n] for n in names]])
+            want = calibration.apply_map(plain_type, calibration.ConfidenceMap.from_json(self.MAP))
+            got = [new["type"].probabilities[n] for n in names]
+            assert np.allclose(want[0], got, atol=1e-5)
+            assert new["type"].label == old["type"].label
 
     def test_a_bad_report_stops_training(
         self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
