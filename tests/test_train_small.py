@@ -414,6 +414,34 @@ class TestBaselineVariants:
         assert report["command"].startswith("python scripts/baseline_variants.py --train ")
         assert "char, min_df 1, raw tf" in (output / "variants.md").read_text()
 
+    @needs_data
+    def test_folds_of_the_training_file_match_cross_validation(self, tmp_path: Path) -> None:
+        import baseline_variants
+
+        slicer = TestScripts()
+        train_csv = slicer.slice_csv(DATA / "tickets" / "train.csv", tmp_path / "train.csv", 90)
+        output = tmp_path / "variants"
+        arguments = ["--train", str(train_csv), "--heads", "type", "--folds", "2"]
+        assert baseline_variants.main([*arguments, "--output", str(output)]) == 0
+        report = json.loads((output / "variants.json").read_text())
+        assert report["test_files"] == "2 folds of train"
+        for variant in report["variants"]:
+            macro = [split["type"]["macro_f1"] for split in variant["per_split"]]
+            assert len(macro) == 2
+            assert variant["scores"]["type"]["macro_f1"] == pytest.approx(np.mean(macro))
+        assert "mean over folds" in (output / "variants.md").read_text()
+
+        train_set = evaluate.read_labelled([train_csv], ["type"])
+        splits = baseline_variants.fold_splits(train_set, ["x"] * 90, 2, seed=0)
+        assignment = cross_validate.fold_assignment(90, 2, 0)
+        for fold, split in enumerate(splits):
+            wanted = [train_set.items[i] for i in np.flatnonzero(assignment == fold)]
+            assert split[2].items == wanted
+            assert len(split[0].items) + len(wanted) == 90
+        # Either a test file or folds, not both, not neither.
+        assert baseline_variants.main([*arguments, "--test", str(train_csv)]) == 2
+        assert baseline_variants.main(["--train", str(train_csv)]) == 2
+
     def test_missing_file_stops_with_exit_2(
         self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
     ) -> None:
