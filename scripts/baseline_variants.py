@@ -16,8 +16,8 @@ recipe. A diagnostic of the yardstick, not a way to choose a model.
 
 ``--folds K`` scores on the training rows' own folds instead of a test file
 (for a single ``--train`` file, the very folds ``scripts/cross_validate.py``
-cuts from it with the same seed), and reports the mean over folds: whether a variant that wins on one test split
-wins on held-out folds too.
+cuts from it with the same seed), and reports the mean over folds: whether a
+variant that wins on one test split wins on held-out folds too.
 """
 
 from __future__ import annotations
