@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from sklearn.isotonic import IsotonicRegression
 
-from connector.classifier import expected_calibration_error
+from connector.classifier import expected_calibration_error, softmax
 
 # A map never claims certainty: the other labels keep a sliver of probability.
 MAX_CONFIDENCE = 0.9995
@@ -70,33 +70,24 @@ def fit_map(confidence: np.ndarray, correct: np.ndarray) -> ConfidenceMap:
 
 
 def apply_map(probabilities: np.ndarray, confidence_map: ConfidenceMap) -> np.ndarray:
-    """Rows of class probabilities with the top label's probability mapped (numpy)."""
-    p = np.asarray(probabilities, dtype=np.float64)
-    top = p.argmax(1)
-    rows = np.arange(len(p))
-    confidence = p[rows, top]
-    mapped = np.interp(confidence, confidence_map.x, confidence_map.y)
-    second = np.sort(p, axis=1)[:, -2] if p.shape[1] > 1 else np.zeros(len(p))
-    mapped = np.maximum(mapped, _keeps_top(confidence, second))
-    # A row already at certainty has nothing to rescale: it stays as it is.
-    mapped = np.where(confidence < 1.0, mapped, 1.0)
-    rest = np.where(confidence < 1.0, (1.0 - mapped) / np.maximum(1.0 - confidence, 1e-12), 0.0)
-    out = p * rest[:, None]
-    out[rows, top] = mapped
-    return out
+    """Rows of class probabilities with the top label's probability mapped (numpy).
 
-
-def _keeps_top(confidence: np.ndarray, second: np.ndarray) -> np.ndarray:
-    """The least mapped confidence c' at which the runner-up, rescaled, stays at or below it.
-
-    The runner-up becomes ``second * (1 - c') / (1 - c)``; that is at most c'
-    exactly when c' >= second / (1 - c + second). ``TOP_MARGIN`` keeps it ahead.
+    The graph's own operations (``apply_map_torch``) in float64, so training,
+    cross-validation and the exported model share one definition.
     """
-    return second / np.maximum(1.0 - confidence + second, 1e-12) + TOP_MARGIN
+    p = torch.from_numpy(np.asarray(probabilities, dtype=np.float64))
+    result: np.ndarray = apply_map_torch(p, confidence_map).numpy()
+    return result
 
 
 def apply_map_torch(probabilities: torch.Tensor, confidence_map: ConfidenceMap) -> torch.Tensor:
-    """``apply_map`` in operations the ONNX exporter handles (the map's knots become constants)."""
+    """Map each row's top probability, rescale the rest; operations the ONNX exporter handles.
+
+    Where the map would pull the top label down to its rescaled runner-up, it
+    stops ``TOP_MARGIN`` above it: the runner-up becomes
+    ``second * (1 - c') / (1 - c)``, which is at most c' exactly when
+    c' >= second / (1 - c + second). A row already at certainty stays as it is.
+    """
     confidence, top = probabilities.max(dim=-1)
     mapped = _interpolate(confidence, confidence_map)
     if probabilities.shape[-1] > 1:
@@ -137,11 +128,7 @@ class FoldRows:
 
 def rescale(probabilities: np.ndarray, factor: float) -> np.ndarray:
     """Probabilities as the same logits divided by a further ``factor`` would give."""
-    logits = np.log(np.clip(probabilities, 1e-12, 1.0)) / factor
-    logits -= logits.max(1, keepdims=True)
-    exp = np.exp(logits)
-    result: np.ndarray = exp / exp.sum(1, keepdims=True)
-    return result
+    return softmax(np.log(np.clip(probabilities, 1e-12, 1.0)), temperature=factor)
 
 
 def _top(probabilities: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

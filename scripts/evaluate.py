@@ -241,6 +241,7 @@ def score_head(
     precision, recall, f1, support = precision_recall_fscore_support(
         gold, predicted, labels=classes, zero_division=0
     )
+    ece = expected_calibration_error(confidence, correct)
     figures: dict[str, Any] = {
         "kind": "multiclass",
         "_gold": gold,  # for the paired comparison; dropped before the report is written
@@ -248,10 +249,8 @@ def score_head(
         "rows": len(rows),
         "accuracy": float(accuracy_score(gold, predicted)),
         "macro_f1": float(f1_score(gold, predicted, average="macro", zero_division=0)),
-        "ece": expected_calibration_error(confidence, correct),
-        "ece_if_calibrated": ece_if_calibrated(
-            confidence, expected_calibration_error(confidence, correct)
-        ),
+        "ece": ece,
+        "ece_if_calibrated": ece_if_calibrated(confidence, ece),
         "mean_confidence": float(confidence.mean()),
         "temperature_factor": temperature_factor(labels, gold, matrix),
         "per_class": {

@@ -57,7 +57,7 @@ from tokenizers.processors import TemplateProcessing
 from torch import nn
 from torch.nn import functional as F
 
-from connector.classifier import sha256_file
+from connector.classifier import sha256_file, softmax
 from connector.cpu import cpu_limit
 from connector.text import MAX_CHARS, SUBJECT_BODY_SEPARATOR, prepare_ticket_text
 from connector.word_features import INPUT_NAMES as WORD_INPUT_NAMES
@@ -1492,9 +1492,7 @@ class Fusion:
 
     def probabilities(self, logits: np.ndarray) -> np.ndarray:
         """Softmax of already fused and scaled logits, with the map applied (numpy)."""
-        shifted = logits - logits.max(1, keepdims=True)
-        exp = np.exp(shifted)
-        probabilities: np.ndarray = exp / exp.sum(1, keepdims=True)
+        probabilities = softmax(logits)
         if self.confidence_map is not None:
             probabilities = apply_map(probabilities, self.confidence_map)
         return probabilities

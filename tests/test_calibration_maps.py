@@ -14,13 +14,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 
 import calibration  # noqa: E402
 
-from connector.classifier import expected_calibration_error  # noqa: E402
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    exp = np.exp(logits - logits.max(1, keepdims=True))
-    result: np.ndarray = exp / exp.sum(1, keepdims=True)
-    return result
+from connector.classifier import expected_calibration_error, softmax  # noqa: E402
 
 
 def overconfident_in_the_middle(rows: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -76,16 +70,20 @@ class TestConfidenceMap:
         assert mapped[0].tolist() == [1.0, 0.0, 0.0]
         assert mapped[1, 0] == pytest.approx(np.interp(0.5, (0.3, 1.0), (0.3, 0.8)))
 
-    def test_torch_version_computes_the_same(self) -> None:
+    def test_top_label_follows_the_knots_in_float64_and_float32(self) -> None:
         probabilities, target = overconfident_in_the_middle(2000, seed=4)
         right = probabilities.argmax(1) == target
         confidence_map = calibration.fit_map(probabilities.max(1), right)
-        want = calibration.apply_map(probabilities, confidence_map)
-        got = calibration.apply_map_torch(torch.tensor(probabilities), confidence_map).numpy()
-        assert np.allclose(want, got, atol=1e-9)
+        mapped = calibration.apply_map(probabilities, confidence_map)
+        confidence = probabilities.max(1)
+        second = np.sort(probabilities, axis=1)[:, -2]
+        floor = second / (1 - confidence + second) + calibration.TOP_MARGIN
+        wanted = np.maximum(np.interp(confidence, confidence_map.x, confidence_map.y), floor)
+        assert np.allclose(mapped.max(1), wanted, atol=1e-12)
         as_float = torch.tensor(probabilities, dtype=torch.float32)
         single = calibration.apply_map_torch(as_float, confidence_map).numpy()
         assert (single.argmax(1) == probabilities.argmax(1)).all()
+        assert np.allclose(single, mapped, atol=1e-6)
 
     def test_json_round_trip_and_bad_knots(self) -> None:
         confidence_map = calibration.ConfidenceMap((0.25, 0.5, 1.0), (0.2, 0.45, 0.9))
