@@ -58,6 +58,30 @@ class ConfidenceMap:
         return cls(tuple(float(v) for v in data["x"]), tuple(float(v) for v in data["y"]))
 
 
+@dataclass(frozen=True)
+class HeadCalibration:
+    """One head's chosen correction, as a cross-validation report records it (``choose``)."""
+
+    method: str  # one of METHODS
+    factor: float = 1.0  # "factor": what the dev temperature is multiplied by
+    confidence_map: ConfidenceMap | None = None  # "map"
+
+    @classmethod
+    def from_json(cls, data: Any) -> HeadCalibration:
+        """A report's choice; ValueError, KeyError or TypeError where it is unusable."""
+        method = data["method"]
+        if method not in METHODS:
+            raise ValueError(f"unknown calibration method {method!r}")
+        if method == "factor":
+            factor = float(data["factor"])
+            if not factor > 0:
+                raise ValueError("a temperature factor must be positive")
+            return cls(method, factor=factor)
+        if method == "map":
+            return cls(method, confidence_map=ConfidenceMap.from_json(data["map"]))
+        return cls(method)
+
+
 def fit_map(confidence: np.ndarray, correct: np.ndarray) -> ConfidenceMap:
     """Isotonic regression of correctness on confidence, as knots (sklearn's own thresholds)."""
     isotonic = IsotonicRegression(y_min=0.0, y_max=MAX_CONFIDENCE, out_of_bounds="clip")

@@ -44,7 +44,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import calibration
 import modeling
-from calibration import ConfidenceMap
 from modeling import (
     CARD_FILE,
     GOLDEN_FILE,
@@ -697,7 +696,7 @@ def labels_document(
 class CrossValidatedCalibration:
     """Per head, the calibration a cross_validate.py report chose, and where it came from."""
 
-    choices: dict[str, dict[str, Any]]
+    choices: dict[str, calibration.HeadCalibration]
     record: dict[str, Any]
 
 
@@ -705,31 +704,24 @@ def read_calibration(path: Path) -> CrossValidatedCalibration:
     """The per-head calibration choices of a cross_validate.py report; DataError if none."""
     try:
         document = json.loads(path.read_text(encoding="utf-8"))
-        summary = document["summary"]
         choices = {
-            head: figures["calibration"]
-            for head, figures in summary.items()
+            head: calibration.HeadCalibration.from_json(figures["calibration"])
+            for head, figures in document["summary"].items()
             if isinstance(figures.get("calibration"), dict)
         }
-        for choice in choices.values():
-            if choice["method"] == "map":
-                ConfidenceMap.from_json(choice["map"])
-            elif choice["method"] == "factor" and not float(choice["factor"]) > 0:
-                raise ValueError("a temperature factor must be positive")
-            elif choice["method"] not in calibration.METHODS:
-                raise ValueError(f"unknown calibration method {choice['method']!r}")
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise DataError(f"{path}: not a cross_validate.py report ({error})") from error
     if not choices:
         raise DataError(
             f"{path}: no calibration choices in it; rebuild it with cross_validate.py --reuse"
         )
+    summary = document["summary"]
     record = {
         "file": path.name,
         "sha256": modeling.sha256_file(path),
         "command": document.get("command"),
-        "methods": {head: choice["method"] for head, choice in choices.items()},
-        "ece_mean": {head: choice.get("ece_mean") for head, choice in choices.items()},
+        "methods": {head: choice.method for head, choice in choices.items()},
+        "ece_mean": {head: summary[head]["calibration"].get("ece_mean") for head in choices},
     }
     return CrossValidatedCalibration(choices, record)
 
@@ -750,14 +742,13 @@ def apply_calibration(
         choice = cross_validated.choices.get(name)
         if choice is None or fusion.gain > 0:
             continue
-        if choice["method"] == "factor":
-            factor = float(choice["factor"])
-            corrected[name] = replace(fusion, temperature=fusion.temperature * factor)
-            log(f"{name}: temperature x {factor:.3f} (held-out folds)")
-        elif choice["method"] == "map":
-            confidence_map = ConfidenceMap.from_json(choice["map"])
-            corrected[name] = replace(fusion, confidence_map=confidence_map)
-            log(f"{name}: confidence map of {len(confidence_map.x)} knots (held-out folds)")
+        if choice.method == "factor":
+            corrected[name] = replace(fusion, temperature=fusion.temperature * choice.factor)
+            log(f"{name}: temperature x {choice.factor:.3f} (held-out folds)")
+        elif choice.confidence_map is not None:
+            corrected[name] = replace(fusion, confidence_map=choice.confidence_map)
+            knots = len(choice.confidence_map.x)
+            log(f"{name}: confidence map of {knots} knots (held-out folds)")
     return corrected
 
 
