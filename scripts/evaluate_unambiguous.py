@@ -201,15 +201,19 @@ def predict_records(
 
 
 def default_thresholds(policy: PolicySettings | None = None) -> dict[str, HeadPolicy]:
-    """Head -> its policy (apply/suggest thresholds): ``policy``'s, else the defaults."""
+    """Head -> its policy (apply/suggest thresholds): ``policy``'s, else the defaults.
+
+    A head the policy does not list gets ``HeadPolicy``'s defaults, as
+    ``connector.policy.Policy`` gives it.
+    """
     heads = (policy or PolicySettings()).heads
-    return {head: heads[head] for head in HEAD_FIELDS if head in heads}
+    return {head: heads.get(head) or HeadPolicy(review_when_unsure=False) for head in HEAD_FIELDS}
 
 
 def apply_threshold(threshold: HeadPolicy | float, label: str) -> float:
-    """The confidence at or above which ``label`` is applied."""
+    """The confidence at or above which ``label`` is applied (above 1: never)."""
     if isinstance(threshold, HeadPolicy):
-        return threshold.thresholds(label)[0]
+        return threshold.thresholds(label)[0] if threshold.enabled else float("inf")
     return float(threshold)
 
 
