@@ -118,6 +118,9 @@ class ModelSpec:
     separator: str
     embedding_output: str | None
     word_features: WordFeatureConfig | None = None
+    # Softmax scale turning cosine similarities to described queues into
+    # calibrated probabilities (connector.descriptions); fitted per encoder.
+    description_scale: float | None = None
 
 
 class Classifier:
@@ -433,10 +436,18 @@ def parse_labels(data: Any) -> ModelSpec:
         raise fail("text.subject_body_separator must be a string")
     embedding = data.get("embedding")
     embedding_output = None
+    description_scale = None
     if embedding is not None:
         if not isinstance(embedding, dict) or not isinstance(embedding.get("output"), str):
             raise fail("'embedding' must be null or an object with an 'output' name")
         embedding_output = embedding["output"]
+        description_scale = embedding.get("description_scale")
+        if description_scale is not None and (
+            not isinstance(description_scale, int | float)
+            or isinstance(description_scale, bool)
+            or description_scale <= 0
+        ):
+            raise fail("embedding.description_scale must be a positive number")
     return ModelSpec(
         version=version,
         heads=tuple(heads),
@@ -444,6 +455,7 @@ def parse_labels(data: Any) -> ModelSpec:
         max_chars=max_chars,
         separator=separator,
         embedding_output=embedding_output,
+        description_scale=float(description_scale) if description_scale is not None else None,
         word_features=_parse_word_features(data.get("word_features"), fail),
     )
 

@@ -34,10 +34,11 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from connector.config import BUNDLED_MODEL
-from connector.errors import ModelError
+from connector.errors import ConfigError, ModelError
 
 if TYPE_CHECKING:
     from connector.classifier import Classifier
+    from connector.predictor import Predictor
 
 FORMATS = ("csv", "jsonl")
 _EXTENSIONS = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl"}
@@ -72,17 +73,40 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--model", type=Path, default=BUNDLED_MODEL, help="model directory (default: bundled)"
     )
+    parser.add_argument(
+        "--config",
+        "-c",
+        type=Path,
+        help="triage.yaml: its model and policy.queues, the same routing as the service",
+    )
     parser.add_argument("--threads", type=int, default=None, help="inference threads")
     parser.add_argument("--quiet", "-q", action="store_true", help="no progress on stderr")
 
 
 def main(args: argparse.Namespace) -> int:
-    from connector.classifier import Classifier  # heavy: onnxruntime, only when classifying
+    # heavy: onnxruntime, only when classifying
+    from connector.classifier import Classifier
+    from connector.config import PolicySettings, load_settings
+    from connector.predictor import Predictor
 
+    policy = PolicySettings()
+    model_path = args.model
+    if args.config is not None:
+        try:
+            settings = load_settings(args.config)
+        except ConfigError as error:
+            print(f"classify: {error}", file=sys.stderr)
+            return EXIT_INPUT_ERROR
+        policy = settings.policy
+        if args.model == BUNDLED_MODEL:
+            model_path = settings.model.path
     try:
-        classifier = Classifier.load(args.model, threads=args.threads)
+        classifier: Predictor = Predictor(Classifier.load(model_path, threads=args.threads), policy)
     except ModelError as error:
-        print(f"classify: model {args.model}: {error}", file=sys.stderr)
+        print(f"classify: model {model_path}: {error}", file=sys.stderr)
+        return EXIT_INPUT_ERROR
+    except ConfigError as error:
+        print(f"classify: {error}", file=sys.stderr)
         return EXIT_INPUT_ERROR
     if args.text is not None:
         records: Iterator[Record] = iter([Record(1, args.subject, args.text, 0)])
@@ -127,7 +151,7 @@ def format_of(path: str) -> str:
     return _EXTENSIONS[suffix]
 
 
-def classify(classifier: Classifier, records: list[Record]) -> list[str]:
+def classify(classifier: Classifier | Predictor, records: list[Record]) -> list[str]:
     from connector.classifier import TextInput, prediction_to_json
 
     predictions = classifier.predict([TextInput(r.subject, r.body) for r in records])

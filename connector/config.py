@@ -359,6 +359,22 @@ class OwnerSettings(Section):
     """Agent logins never assigned."""
 
 
+class QueueDescription(Section):
+    """One of the helpdesk's queues in the admin's words."""
+
+    description: str = Field(min_length=1)
+    """What belongs in this queue, in a sentence or two (any language the model reads)."""
+    examples: list[str] = Field(default_factory=list)
+    """A few typical tickets (subject and text) of this queue; optional."""
+
+    @field_validator("description")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must not be blank")
+        return value
+
+
 class PolicySettings(Section):
     """How predictions become changes."""
 
@@ -371,6 +387,14 @@ class PolicySettings(Section):
     queue_map: dict[str, str] = Field(default_factory=dict)
     """Model queue label -> helpdesk queue name; unlisted labels keep their name, "" means never
     route.
+    """
+    queues: dict[str, QueueDescription] = Field(default_factory=dict)
+    """The helpdesk's queues, each with a description and optional examples: tickets are
+    routed by similarity to them from the first ticket, no training needed.
+    """
+    queue_source: Literal["auto", "descriptions", "model", "combined"] = "auto"
+    """Where queue predictions come from: auto uses the descriptions when given, else the model;
+    combined multiplies both (a queue head trained on this helpdesk's own history).
     """
     # Model label -> helpdesk priority name; empty: the helpdesk kind's defaults.
     priority_map: dict[str, str] = Field(default_factory=dict)
@@ -393,6 +417,11 @@ class PolicySettings(Section):
     """Write an internal note that explains what was done and why."""
     shadow_note: bool = False
     """In shadow mode, still write one internal note per ticket."""
+
+    @property
+    def routes_by_descriptions(self) -> bool:
+        """Queue labels are the described queues (helpdesk names; queue_map does not apply)."""
+        return bool(self.queues) and self.queue_source != "model"
 
 
 class DraftSettings(Section):

@@ -17,7 +17,10 @@ import sys
 import threading
 import time
 from collections import Counter
+from importlib import resources
 from typing import Any, TextIO
+
+import yaml
 
 DEMO_TEMPLATES = {
     "Billing and Payments": (
@@ -107,7 +110,11 @@ def main(args: argparse.Namespace) -> int:
         },
         "server": {"host": "127.0.0.1", "port": service_port},
         "ingest": {"poll_interval_seconds": 2.0, "sweep_interval_seconds": 30.0},
-        "policy": {"intake_queues": ["Users"], "default_priority": "2 normal"},
+        "policy": {
+            "intake_queues": ["Users"],
+            "default_priority": "2 normal",
+            "queues": demo_queues(),
+        },
         "drafts": {"templates": DEMO_TEMPLATES},
         "logging": {"level": "WARNING", "format": "text"},
     }
@@ -229,3 +236,10 @@ def _head_cell(decision: Any, width: int) -> str:
 def _cut(text: str, width: int) -> str:
     text = " ".join(text.split())
     return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def demo_queues() -> dict[str, Any]:
+    """The demo helpdesk's queues as its admin describes them (policy.queues)."""
+    text = resources.files("connector.emulator").joinpath("demo_queues.yaml").read_text("utf-8")
+    queues: dict[str, Any] = yaml.safe_load(text)
+    return queues

@@ -73,6 +73,8 @@ class Policy:
         self.markers = markers
         self.helpdesk = helpdesk
         self.priority_map = settings.priority_map or DEFAULT_PRIORITY_MAPS[helpdesk]
+        # Described queues are the helpdesk's own names: queue_map is for trained labels.
+        self._described = settings.routes_by_descriptions
         self._owner_picker = owner_picker
 
     # -- start-up checks -------------------------------------------------------------
@@ -98,10 +100,15 @@ class Policy:
             for label in config.classes:
                 if head in labels and label not in labels[head]:
                     problems.append(f"policy.heads.{head}.classes: unknown label {label!r}")
-        for label in self.settings.queue_map:
+        for queue in self.settings.queues if self._described else ():
+            if queue not in queue_names:
+                problems.append(
+                    f"policy.queues: queue {queue!r} is described but the helpdesk does not have it"
+                )
+        for label in self.settings.queue_map if not self._described else ():
             if label not in labels.get(QUEUE_HEAD, set()):
                 problems.append(f"policy.queue_map: the model has no queue label {label!r}")
-        for label in labels.get(QUEUE_HEAD, set()):
+        for label in labels.get(QUEUE_HEAD, set()) if not self._described else ():
             target = self.queue_target(label)
             if target and target not in queue_names:
                 problems.append(
@@ -139,6 +146,8 @@ class Policy:
             raise ConfigError(f"policy does not fit the model or the helpdesk:\n  {listing}")
 
     def queue_target(self, label: str) -> str | None:
+        if self._described:
+            return label
         target = self.settings.queue_map.get(label, label)
         return target or None
 

@@ -44,6 +44,7 @@ from connector.metrics import Metrics
 from connector.owners import OwnerPicker
 from connector.pipeline import Pipeline
 from connector.policy import Policy
+from connector.predictor import Predictor
 from connector.server import create_app
 from connector.workers import RecordSink, WorkerPool
 
@@ -71,6 +72,7 @@ class Service:
             threads=settings.model.threads or cpu_limit(),
             spin_wait=settings.model.spin_wait,
         )
+        self.predictor = Predictor(self.classifier, settings.policy)
         self.health.model_loaded()
         self.metrics.model_info.labels(version=self.classifier.version).set(1)
         self.metrics.preinitialise(self.adapter.kind, self.classifier.heads)
@@ -133,7 +135,7 @@ class Service:
     # -- inference ---------------------------------------------------------------------
 
     def _classify_batch(self, tickets: Sequence[Ticket]) -> list[Prediction]:
-        return self.classifier.predict(
+        return self.predictor.predict(
             [TextInput(t.subject, t.body, t.content_type) for t in tickets]
         )
 
@@ -151,7 +153,7 @@ class Service:
         self.adapter.check()
         self.health.helpdesk_ok()
         self.policy.validate(
-            self.classifier.labels, self.adapter.queues(), self.adapter.priorities()
+            self.predictor.labels, self.adapter.queues(), self.adapter.priorities()
         )
         self.health.mapping_valid()
 

@@ -178,14 +178,16 @@ def predict_records(
 
     Every head of the model is returned; priority labels are normalised to
     low/medium/high. ``config`` supplies the inference threads when
-    ``threads`` is not given (connector has no queue descriptions or other
-    per-ticket context to feed the classifier, so the text alone decides).
+    ``threads`` is not given, and its ``policy.queues`` route the queue head
+    exactly as the service would (``connector.predictor.Predictor``).
     """
     from connector.classifier import Classifier, TextInput  # onnxruntime: only when predicting
+    from connector.predictor import Predictor
 
     if threads is None and config is not None:
         threads = config.model.threads
-    classifier = Classifier.load(Path(model_dir), threads=threads)
+    policy = config.policy if config is not None else PolicySettings()
+    classifier = Predictor(Classifier.load(Path(model_dir), threads=threads), policy)
     items = [TextInput(subject=str(r["subject"]), body=str(r["body"])) for r in records]
     results: Predictions = []
     for prediction in classifier.predict(items):
