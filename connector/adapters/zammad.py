@@ -84,7 +84,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import html
-import json
 import threading
 import time
 import uuid
@@ -106,6 +105,7 @@ from connector.errors import (
 )
 from connector.footer import find_footers
 from connector.http import HttpClient, RetryPolicy, Timeouts
+from connector.ids import INVALID_TICKET_ID, load_json, parse_id
 from connector.metrics import Metrics
 
 HELPDESK = "zammad"
@@ -1006,12 +1006,10 @@ class ZammadAdapter:
         elif required:
             raise WebhookRejected("bad_signature", "zammad.webhook_secret is not set")
         try:
-            payload = json.loads(body)
+            payload = load_json(body)
         except (ValueError, UnicodeDecodeError):
             raise WebhookRejected("malformed", "body is not JSON") from None
         ticket_id = _webhook_ticket_id(payload)
-        if ticket_id is None:
-            raise WebhookRejected("malformed", "no ticket id")
         return WebhookEvent(
             ticket_id=ticket_id,
             delivery_id=headers.get("x-zammad-delivery") or None,
@@ -1083,20 +1081,25 @@ def parse_claims(tags: Iterable[str], prefix: str) -> tuple[Claim, ...]:
     return tuple(claims)
 
 
-def _webhook_ticket_id(payload: Any) -> int | None:
+def _webhook_ticket_id(payload: Any) -> int:
+    """The first ticket id the payload carries; an id that is there but not sane is refused.
+
+    Admins may replace the default payload, so three places are looked at. A
+    present but bad id is a 400, not a fall-through to the next place: the
+    delivery is broken and the helpdesk admin should see why.
+    """
     if not isinstance(payload, Mapping):
-        return None
+        raise WebhookRejected("malformed", "no ticket id: body is not a JSON object")
     ticket = payload.get("ticket")
     candidates = [ticket.get("id")] if isinstance(ticket, Mapping) else []
     candidates += [payload.get("ticket_id"), payload.get("id")]
-    for value in candidates:
-        if isinstance(value, bool):
-            continue
-        if isinstance(value, int) and value > 0:
-            return value
-        if isinstance(value, str) and value.strip().isdigit() and int(value) > 0:
-            return int(value)
-    return None
+    present = [value for value in candidates if value is not None]
+    if not present:
+        raise WebhookRejected("malformed", "no ticket id")
+    ticket_id = parse_id(present[0])
+    if ticket_id is None:
+        raise WebhookRejected("malformed", INVALID_TICKET_ID)
+    return ticket_id
 
 
 def _posted_footers(articles: Iterable[Mapping[str, Any]]) -> frozenset[str]:
