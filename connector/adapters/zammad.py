@@ -8,7 +8,10 @@ documentation says:
   ``reorder('tags.id, tag_items.name')``; ``order(:id)`` in older releases).
   Claim arbitration relies on it: every worker reads the claims in the same
   order. ``POST /tags/add`` answers 201 ``true``, also when the tag is already
-  there (compared case-insensitively); ``DELETE /tags/remove`` answers 200 ``true``.
+  there (compared case-insensitively, keeping the stored spelling);
+  ``DELETE /tags/remove`` answers 200 ``true`` and removes only the exact name,
+  so tags are removed by the spelling the ticket's tag list shows. Triage's own
+  tags (marker, ``retriage``, claims, labels) are matched case-insensitively.
 - **New tags.** ``POST /tags/add`` answers 403 when the "new tags" setting is
   off and the user lacks ``admin.tag`` (``Tag.tag_allowed?``). Claim tags are
   new every run, so that setting must stay on (Zammad's default) or the triage
@@ -735,10 +738,10 @@ class ZammadAdapter:
                 ticket_id, m.error_tag
             )  # this run succeeded where an earlier one failed
         self._tag_add(ticket_id, m.triaged_tag)
-        self._tag_remove(ticket_id, self.claim_tag(claim))
+        self._tag_remove(ticket_id, self.claim_tag(claim), unique=True)
 
     def release(self, ticket_id: int, claim: Claim) -> None:
-        self._tag_remove(ticket_id, self.claim_tag(claim))
+        self._tag_remove(ticket_id, self.claim_tag(claim), unique=True)
 
     def mark_failed(self, ticket_id: int, claim: Claim | None) -> None:
         """Mark the failure and consume the re-triage request, or the ticket comes back forever."""
@@ -746,7 +749,7 @@ class ZammadAdapter:
         if self._may_have(ticket_id, self.markers.retriage_tag):
             self._tag_remove(ticket_id, self.markers.retriage_tag)
         if claim is not None:
-            self._tag_remove(ticket_id, self.claim_tag(claim))
+            self._tag_remove(ticket_id, self.claim_tag(claim), unique=True)
 
     def _may_have(self, ticket_id: int, tag: str) -> bool:
         """True unless the tags last seen on the ticket show ``tag`` is not there."""
@@ -768,7 +771,24 @@ class ZammadAdapter:
         )
         self._update_seen(ticket_id, add=tag)
 
-    def _tag_remove(self, ticket_id: int, tag: str) -> None:
+    def _tag_remove(self, ticket_id: int, tag: str, *, unique: bool = False) -> None:
+        """Remove ``tag`` in whatever case the ticket has it.
+
+        Zammad's ``tags/add`` ignores case (an admin's ``Retriage`` stays as it
+        is) but ``tags/remove`` matches the exact name, so the name is taken from
+        the ticket's tag list: as last seen, or read now when none was. A
+        ``unique`` tag (a claim: its run id is new) can have no other spelling,
+        so an unknown list is not read for it.
+        """
+        seen = self._seen(ticket_id)
+        if seen is None and unique:
+            self._remove_exact(ticket_id, tag)
+            return
+        tags = seen if seen is not None else self._tags(ticket_id)
+        for stored in sorted(t for t in tags if t.lower() == tag.lower()):
+            self._remove_exact(ticket_id, stored)
+
+    def _remove_exact(self, ticket_id: int, tag: str) -> None:
         self._http.request(
             "DELETE",
             TAG_REMOVE,
@@ -789,10 +809,12 @@ class ZammadAdapter:
             seen = self._seen_tags.get(ticket_id)
             if seen is None:
                 return
-            if add:
+            # As Zammad does it: adding a tag present in another case keeps that spelling,
+            # removing takes away the exact name only.
+            if add and add.lower() not in {t.lower() for t in seen}:
                 seen = seen | {add}
             if remove:
-                seen = frozenset(t for t in seen if t.lower() != remove.lower())
+                seen = seen - {remove}
             self._seen_tags[ticket_id] = seen
 
     def _seen(self, ticket_id: int) -> frozenset[str] | None:
@@ -831,11 +853,15 @@ class ZammadAdapter:
                 changed.append("note")
         lowered = {t.lower() for t in ticket.tags}
         to_add = sorted(t for t in change.add_tags if t.lower() not in lowered)
-        to_remove = sorted(t for t in change.remove_tags if t.lower() in lowered)
+        # By the stored spelling (removal is exact), and never a tag this change also adds:
+        # Zammad's add was a no-op for it, so removing it would lose the tag.
+        adding = {t.lower() for t in change.add_tags}
+        unwanted = {t.lower() for t in change.remove_tags} - adding
+        to_remove = sorted(t for t in ticket.tags if t.lower() in unwanted)
         for tag in to_add:
             self._tag_add(ticket_id, tag)
         for tag in to_remove:
-            self._tag_remove(ticket_id, tag)
+            self._remove_exact(ticket_id, tag)
         if to_add or to_remove:
             changed.append("tags")
         draft_created = False
