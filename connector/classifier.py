@@ -37,12 +37,22 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+# Must precede the first import of onnxruntime: its environment is created on
+# import, and with telemetry on it tries to store a device id under $HOME. Where
+# HOME is not writable (a container's nobody user) it prints a coloured,
+# non-JSON warning to stderr before any logger setting can take effect; the
+# telemetry would also try to upload from a sidecar that should not. An
+# explicit setting in the environment is left as it is.
+os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
+
 import onnxruntime as ort
 from tokenizers import Tokenizer
 
@@ -511,6 +521,9 @@ def session_options(threads: int, *, spin_wait: bool = False) -> ort.SessionOpti
 
 
 def _create_session(path: Path, threads: int, spin_wait: bool) -> ort.InferenceSession:
+    # Errors only from the process-wide logger too: its warnings go to stderr as
+    # plain coloured text, and every line the service prints must be JSON.
+    ort.set_default_logger_severity(3)
     try:
         return ort.InferenceSession(
             str(path),

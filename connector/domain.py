@@ -7,6 +7,7 @@ the next cannot be changed behind the other's back.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -161,6 +162,15 @@ class Decision:
     threshold: float | None = None
 
 
+# C0 controls except tab, newline and carriage return, which are text.
+_C0_CONTROLS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f]")
+
+
+def strip_controls(text: str) -> str:
+    """``text`` without C0 control characters other than tab, newline and carriage return."""
+    return _C0_CONTROLS.sub("", text)
+
+
 @dataclass(frozen=True, slots=True)
 class ChangeSet:
     """Everything triage writes to one ticket, applied as one unit where the API allows.
@@ -179,6 +189,19 @@ class ChangeSet:
     note: str | None = None
     draft: str | None = None
     run_id: str = ""
+
+    def __post_init__(self) -> None:
+        # Every write-back passes through a ChangeSet, so stripping here covers every
+        # adapter and every way a note, draft or tag is composed (ticket subjects end up
+        # in draft templates). A NUL is refused or truncates text in helpdesk databases,
+        # and an ESC sequence would reach whatever terminal or log shows the note.
+        # ``remove_tags`` is left alone: a tag is removed by the exact name it is stored under.
+        for name in ("note", "draft"):
+            value = getattr(self, name)
+            if value is not None:
+                object.__setattr__(self, name, strip_controls(value))
+        tags = (strip_controls(tag) for tag in self.add_tags)
+        object.__setattr__(self, "add_tags", frozenset(tag for tag in tags if tag))
 
     @property
     def is_empty(self) -> bool:

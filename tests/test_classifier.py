@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -600,3 +603,28 @@ class TestCpuLimit:
 
     def test_this_machine(self) -> None:
         assert cpu.cpu_limit() >= 1
+
+
+def test_loading_the_model_without_a_writable_home_prints_only_json(tmp_path: Path) -> None:
+    # HOME=/nonexistent, but made impossible to create even for root: a path below a file.
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ORT_")}
+    env.update(HOME=str(blocker / "nonexistent"), PYTHONPATH=str(Path(__file__).parent.parent))
+    script = (
+        "from pathlib import Path\n"
+        "from connector.classifier import Classifier\n"
+        f"Classifier.load(Path({str(TINY_MODEL)!r}), threads=1)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    lines = [line for line in (done.stdout + done.stderr).splitlines() if line.strip()]
+    not_json = []
+    for line in lines:
+        try:
+            json.loads(line)
+        except ValueError:
+            not_json.append(line)
+    assert not_json == []

@@ -307,6 +307,30 @@ def test_tags_keep_insertion_order_and_answer_like_zammad(
     assert emulator.stats.for_ticket(1)["tags_removed"] == 1
 
 
+def test_tag_add_ignores_case_and_tag_remove_is_exact(
+    emulator: EmulatorServer, api: requests.Session
+) -> None:
+    url = emulator.api_url
+
+    def tag(method: str, item: str) -> requests.Response:
+        path = "/tags/add" if method == "POST" else "/tags/remove"
+        return api.request(
+            method, f"{url}{path}", json={"object": "Ticket", "o_id": 1, "item": item}
+        )
+
+    def listed() -> list[str]:
+        answer = api.get(f"{url}/tags", params={"object": "Ticket", "o_id": 1}).json()
+        return list(answer["tags"])
+
+    tag("POST", "Retriage")
+    assert (tag("POST", "retriage").status_code, listed()) == (201, ["Retriage"])
+    removed = tag("DELETE", "retriage")
+    assert (removed.status_code, removed.json(), listed()) == (200, True, ["Retriage"])
+    tag("DELETE", "Retriage")
+    assert listed() == []
+    assert emulator.stats.for_ticket(1)["tags_removed"] == 1
+
+
 def test_blank_tag_is_422(emulator: EmulatorServer, api: requests.Session) -> None:
     answer = api.post(
         f"{emulator.api_url}/tags/add", json={"object": "Ticket", "o_id": 1, "item": " "}

@@ -7,8 +7,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from connector.config import MarkerSettings, PolicySettings
-from connector.domain import HeadPrediction, Prediction, Ticket
+from connector.config import DraftSettings, MarkerSettings, PolicySettings
+from connector.domain import ChangeSet, HeadPrediction, Prediction, Ticket
+from connector.drafts import DraftWriter
 from connector.errors import UnavailableError
 from connector.health import Health
 from connector.ingest.queue import WorkQueue
@@ -274,3 +275,43 @@ def test_worker_fails_readiness_on_auth_errors_without_using_up_attempts() -> No
 
 def _fields(ticket: Ticket) -> dict[str, object]:
     return {name: getattr(ticket, name) for name in ticket.__dataclass_fields__}
+
+
+C0_CONTROLS = {chr(c) for c in range(0x20)} - {"\t", "\n", "\r"}
+
+
+def test_control_characters_from_the_ticket_never_reach_the_helpdesk() -> None:
+    ticket = new_ticket(subject="Printer\x00 on \x1b[31mfire\x07", body="it\x00 burns\x1b[0m")
+    adapter = MemoryAdapter([ticket])
+    settings = PolicySettings()
+    writer = DraftWriter(DraftSettings(templates={"Billing and Payments": "Re: {title}\tthanks"}))
+    pipeline = Pipeline(
+        adapter,
+        predict,
+        Policy(settings, MARKERS, "zammad"),  # type: ignore[arg-type]
+        settings,
+        MARKERS,
+        Metrics(),
+        draft_writer=writer,
+        now=lambda: NOW,
+    )
+    pipeline.process(1)
+    stored = adapter.store[1]
+    assert len(stored.drafts) == 1 and len(stored.notes) == 1
+    assert "Re: Printer on [31mfire\tthanks" in stored.drafts[0]
+    written = [*stored.notes, *stored.drafts, *stored.ticket.tags]
+    assert not [text for text in written if C0_CONTROLS & set(text)]
+
+
+def test_a_change_set_strips_controls_from_what_it_writes_but_removes_tags_exactly() -> None:
+    change = ChangeSet(
+        ticket_id=1,
+        note="a\x00b\r\n\tc\x1b",
+        draft="\x0bd\x1fe",
+        add_tags=frozenset({"ai:\x00x", "\x1b"}),
+        remove_tags=frozenset({"odd\x1btag"}),
+    )
+    assert change.note == "ab\r\n\tc"
+    assert change.draft == "de"
+    assert change.add_tags == {"ai:x"}
+    assert change.remove_tags == {"odd\x1btag"}

@@ -1088,3 +1088,16 @@ def test_marker_values_written_are_the_shared_format() -> None:
     assert marker_value.parse(CLAIM_TEXT).claim == Claim(
         created_at=datetime(2026, 11, 25, 19, 59, 30, tzinfo=UTC), run_id="0a1b2c3d4e5f"
     )
+
+
+@responses.activate
+def test_search_items_whose_id_is_not_plain_ascii_digits_are_skipped(adapter: RTAdapter) -> None:
+    # RT sends ids as strings; float() and int() would read U+0661 as 1 and choke on 5,000 digits.
+    stamp = (NOW - timedelta(seconds=30)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    bad = ["\u0661", "\u00b2", "9" * 5000, "12.0", "-4", "0"]
+    items = [{"id": raw, "type": "ticket", "LastUpdated": stamp} for raw in [*bad, "7"]]
+    mock_identity()
+    mock_triage_queues({1: "General"})
+    responses.get(f"{API}/tickets", json=collection(items, total=len(items), pages=1))
+    refs = list(adapter.changed_since(NOW - timedelta(seconds=60), page_size=20, max_pages=5))
+    assert [ref.id for ref in refs] == [7]

@@ -701,11 +701,13 @@ def test_mark_failed_marks_consumes_retriage_and_drops_the_claim(adapter: Zammad
     claim = Claim(datetime(2026, 11, 24, 10, 0, tzinfo=UTC), "cccccccccccc")
     responses.post(f"{BASE}/tags/add", json=True, status=201)
     responses.delete(f"{BASE}/tags/remove", json=True)
-    # Tags never read: the re-triage request may be there, so it is removed.
+    responses.get(f"{BASE}/tags", json={"tags": ["Retriage", adapter.claim_tag(claim)]})
+    # Tags never read: the re-triage request may be there, so the tags are read to
+    # remove it by the name it is stored under (Zammad's remove is case-sensitive).
     adapter.mark_failed(42, claim)
     assert calls_made() == [
         ("POST", "triage-error"),
-        ("DELETE", "retriage"),
+        ("DELETE", "Retriage"),
         ("DELETE", adapter.claim_tag(claim)),
     ]
 
@@ -746,9 +748,10 @@ def test_tag_add_is_retried_because_it_is_idempotent(
 ) -> None:
     responses.post(f"{BASE}/tags/add", status=503)
     expect_tag("POST", "triage-error", status=201)
+    responses.get(f"{BASE}/tags", json={"tags": ["retriage", "triage-error"]})
     responses.delete(f"{BASE}/tags/remove", json=True)
     adapter.mark_failed(42, None)
-    assert [c.request.method for c in responses.calls] == ["POST", "POST", "DELETE"]
+    assert [c.request.method for c in responses.calls] == ["POST", "POST", "GET", "DELETE"]
     assert len(sleeps) == 1
 
 

@@ -294,6 +294,59 @@ def test_a_failure_after_a_retriage_request_consumes_the_request(
     assert 6 not in [r.id for r in adapter.untriaged(page_size=100, max_pages=5)]
 
 
+def tags_of(emulator: EmulatorServer, ticket_id: int) -> list[str]:
+    return list(emulator.store.tickets[ticket_id].tags)
+
+
+def test_a_retriage_tag_an_admin_spelled_differently_is_removed_by_its_spelling(
+    emulator: EmulatorServer, adapter: ZammadAdapter
+) -> None:
+    # Zammad adds tags case-insensitively but removes them by exact name only.
+    triage(adapter, 6, new_run_id())
+    human = human_session(emulator)
+    human.post(
+        f"{emulator.api_url}/tags/add", json={"object": "Ticket", "o_id": 6, "item": "Retriage"}
+    )
+    ticket = adapter.get_ticket(6)
+    assert ticket.retriage_requested
+    assert 6 in [r.id for r in adapter.untriaged(page_size=100, max_pages=5)]
+    triage(adapter, 6, new_run_id())
+    assert not {"retriage", "ai-triage-run"} & {
+        t.lower().split(":")[0] for t in tags_of(emulator, 6)
+    }
+    assert not adapter.get_ticket(6).retriage_requested
+
+
+def test_a_failure_removes_a_differently_spelled_retriage_tag_read_afresh(
+    emulator: EmulatorServer, sleeps: list[float]
+) -> None:
+    human = human_session(emulator)
+    human.post(
+        f"{emulator.api_url}/tags/add", json={"object": "Ticket", "o_id": 6, "item": "RETRIAGE"}
+    )
+    fresh = adapter_for(emulator, sleeps)  # has seen no tags of ticket 6
+    fresh.mark_failed(6, None)
+    assert [t.lower() for t in tags_of(emulator, 6)] == ["triage-error"]
+
+
+def test_stale_label_tags_are_removed_by_their_stored_spelling_and_wanted_ones_kept(
+    emulator: EmulatorServer, adapter: ZammadAdapter
+) -> None:
+    human = human_session(emulator)
+    for item in ("ai:queue:Sales", "AI:priority:high", "Needs-Review"):
+        human.post(
+            f"{emulator.api_url}/tags/add", json={"object": "Ticket", "o_id": 7, "item": item}
+        )
+    ticket = adapter.get_ticket(7)
+    change = ChangeSet(
+        ticket_id=7,
+        add_tags=frozenset({"ai:priority:high"}),
+        remove_tags=frozenset({"ai:queue:sales", "needs-review", "ai:priority:high"}),
+    )
+    adapter.apply(ticket, change)
+    assert tags_of(emulator, 7) == ["AI:priority:high"]
+
+
 def test_a_human_edit_is_not_the_services_own(
     emulator: EmulatorServer, adapter: ZammadAdapter
 ) -> None:

@@ -125,6 +125,7 @@ from connector.errors import (
 )
 from connector.footer import DRAFT, NOTE, find_footers, footer
 from connector.http import HttpClient, RetryPolicy, Timeouts
+from connector.ids import parse_id
 from connector.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -295,7 +296,8 @@ class TicketWalk:
 
 
 def _ticket_ref(item: Mapping[str, Any]) -> TicketRef | None:
-    ticket_id = _int(item.get("id"))
+    # Not _int: that one reads counts leniently ("12.0"), an id must be plain digits.
+    ticket_id = parse_id(item.get("id"))
     updated = parse_time(item.get("LastUpdated"))
     if ticket_id is None or updated is None:
         return None

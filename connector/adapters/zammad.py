@@ -8,7 +8,10 @@ documentation says:
   ``reorder('tags.id, tag_items.name')``; ``order(:id)`` in older releases).
   Claim arbitration relies on it: every worker reads the claims in the same
   order. ``POST /tags/add`` answers 201 ``true``, also when the tag is already
-  there (compared case-insensitively); ``DELETE /tags/remove`` answers 200 ``true``.
+  there (compared case-insensitively, keeping the stored spelling);
+  ``DELETE /tags/remove`` answers 200 ``true`` and removes only the exact name,
+  so tags are removed by the spelling the ticket's tag list shows. Triage's own
+  tags (marker, ``retriage``, claims, labels) are matched case-insensitively.
 - **New tags.** ``POST /tags/add`` answers 403 when the "new tags" setting is
   off and the user lacks ``admin.tag`` (``Tag.tag_allowed?``). Claim tags are
   new every run, so that setting must stay on (Zammad's default) or the triage
@@ -84,7 +87,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import html
-import json
 import threading
 import time
 import uuid
@@ -106,6 +108,7 @@ from connector.errors import (
 )
 from connector.footer import find_footers
 from connector.http import HttpClient, RetryPolicy, Timeouts
+from connector.ids import INVALID_TICKET_ID, load_json, parse_id
 from connector.metrics import Metrics
 
 HELPDESK = "zammad"
@@ -735,10 +738,10 @@ class ZammadAdapter:
                 ticket_id, m.error_tag
             )  # this run succeeded where an earlier one failed
         self._tag_add(ticket_id, m.triaged_tag)
-        self._tag_remove(ticket_id, self.claim_tag(claim))
+        self._tag_remove(ticket_id, self.claim_tag(claim), unique=True)
 
     def release(self, ticket_id: int, claim: Claim) -> None:
-        self._tag_remove(ticket_id, self.claim_tag(claim))
+        self._tag_remove(ticket_id, self.claim_tag(claim), unique=True)
 
     def mark_failed(self, ticket_id: int, claim: Claim | None) -> None:
         """Mark the failure and consume the re-triage request, or the ticket comes back forever."""
@@ -746,7 +749,7 @@ class ZammadAdapter:
         if self._may_have(ticket_id, self.markers.retriage_tag):
             self._tag_remove(ticket_id, self.markers.retriage_tag)
         if claim is not None:
-            self._tag_remove(ticket_id, self.claim_tag(claim))
+            self._tag_remove(ticket_id, self.claim_tag(claim), unique=True)
 
     def _may_have(self, ticket_id: int, tag: str) -> bool:
         """True unless the tags last seen on the ticket show ``tag`` is not there."""
@@ -768,7 +771,24 @@ class ZammadAdapter:
         )
         self._update_seen(ticket_id, add=tag)
 
-    def _tag_remove(self, ticket_id: int, tag: str) -> None:
+    def _tag_remove(self, ticket_id: int, tag: str, *, unique: bool = False) -> None:
+        """Remove ``tag`` in whatever case the ticket has it.
+
+        Zammad's ``tags/add`` ignores case (an admin's ``Retriage`` stays as it
+        is) but ``tags/remove`` matches the exact name, so the name is taken from
+        the ticket's tag list: as last seen, or read now when none was. A
+        ``unique`` tag (a claim: its run id is new) can have no other spelling,
+        so an unknown list is not read for it.
+        """
+        seen = self._seen(ticket_id)
+        if seen is None and unique:
+            self._remove_exact(ticket_id, tag)
+            return
+        tags = seen if seen is not None else self._tags(ticket_id)
+        for stored in sorted(t for t in tags if t.lower() == tag.lower()):
+            self._remove_exact(ticket_id, stored)
+
+    def _remove_exact(self, ticket_id: int, tag: str) -> None:
         self._http.request(
             "DELETE",
             TAG_REMOVE,
@@ -789,10 +809,12 @@ class ZammadAdapter:
             seen = self._seen_tags.get(ticket_id)
             if seen is None:
                 return
-            if add:
+            # As Zammad does it: adding a tag present in another case keeps that spelling,
+            # removing takes away the exact name only.
+            if add and add.lower() not in {t.lower() for t in seen}:
                 seen = seen | {add}
             if remove:
-                seen = frozenset(t for t in seen if t.lower() != remove.lower())
+                seen = seen - {remove}
             self._seen_tags[ticket_id] = seen
 
     def _seen(self, ticket_id: int) -> frozenset[str] | None:
@@ -831,11 +853,15 @@ class ZammadAdapter:
                 changed.append("note")
         lowered = {t.lower() for t in ticket.tags}
         to_add = sorted(t for t in change.add_tags if t.lower() not in lowered)
-        to_remove = sorted(t for t in change.remove_tags if t.lower() in lowered)
+        # By the stored spelling (removal is exact), and never a tag this change also adds:
+        # Zammad's add was a no-op for it, so removing it would lose the tag.
+        adding = {t.lower() for t in change.add_tags}
+        unwanted = {t.lower() for t in change.remove_tags} - adding
+        to_remove = sorted(t for t in ticket.tags if t.lower() in unwanted)
         for tag in to_add:
             self._tag_add(ticket_id, tag)
         for tag in to_remove:
-            self._tag_remove(ticket_id, tag)
+            self._remove_exact(ticket_id, tag)
         if to_add or to_remove:
             changed.append("tags")
         draft_created = False
@@ -1006,12 +1032,10 @@ class ZammadAdapter:
         elif required:
             raise WebhookRejected("bad_signature", "zammad.webhook_secret is not set")
         try:
-            payload = json.loads(body)
+            payload = load_json(body)
         except (ValueError, UnicodeDecodeError):
             raise WebhookRejected("malformed", "body is not JSON") from None
         ticket_id = _webhook_ticket_id(payload)
-        if ticket_id is None:
-            raise WebhookRejected("malformed", "no ticket id")
         return WebhookEvent(
             ticket_id=ticket_id,
             delivery_id=headers.get("x-zammad-delivery") or None,
@@ -1083,20 +1107,25 @@ def parse_claims(tags: Iterable[str], prefix: str) -> tuple[Claim, ...]:
     return tuple(claims)
 
 
-def _webhook_ticket_id(payload: Any) -> int | None:
+def _webhook_ticket_id(payload: Any) -> int:
+    """The first ticket id the payload carries; an id that is there but not sane is refused.
+
+    Admins may replace the default payload, so three places are looked at. A
+    present but bad id is a 400, not a fall-through to the next place: the
+    delivery is broken and the helpdesk admin should see why.
+    """
     if not isinstance(payload, Mapping):
-        return None
+        raise WebhookRejected("malformed", "no ticket id: body is not a JSON object")
     ticket = payload.get("ticket")
     candidates = [ticket.get("id")] if isinstance(ticket, Mapping) else []
     candidates += [payload.get("ticket_id"), payload.get("id")]
-    for value in candidates:
-        if isinstance(value, bool):
-            continue
-        if isinstance(value, int) and value > 0:
-            return value
-        if isinstance(value, str) and value.strip().isdigit() and int(value) > 0:
-            return int(value)
-    return None
+    present = [value for value in candidates if value is not None]
+    if not present:
+        raise WebhookRejected("malformed", "no ticket id")
+    ticket_id = parse_id(present[0])
+    if ticket_id is None:
+        raise WebhookRejected("malformed", INVALID_TICKET_ID)
+    return ticket_id
 
 
 def _posted_footers(articles: Iterable[Mapping[str, Any]]) -> frozenset[str]:

@@ -59,7 +59,6 @@ import base64
 import binascii
 import email.utils
 import hmac
-import json
 import logging
 import re
 import threading
@@ -96,6 +95,7 @@ from connector.errors import (
 )
 from connector.footer import DRAFT, NOTE, find_footers, footer
 from connector.http import HttpClient, RetryPolicy, Timeouts
+from connector.ids import INVALID_TICKET_ID, load_json, parse_id
 from connector.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -616,21 +616,27 @@ class ZnunyAdapter:
     def verify_webhook(self, headers: Mapping[str, str], body: bytes) -> WebhookEvent:
         self._check_secret(headers)
         try:
-            payload = json.loads(body)
+            payload = load_json(body)
         except (ValueError, UnicodeDecodeError):
             raise WebhookRejected("malformed", "body is not JSON") from None
         if not isinstance(payload, dict):
             raise WebhookRejected("malformed", "body is not a JSON object")
         ticket = payload.get("Ticket")
         event = payload.get("Event")
-        ticket_id = None
-        for part in (ticket, event):
-            if isinstance(part, dict):
-                ticket_id = _positive_int(part.get("TicketID"))
-                if ticket_id is not None:
-                    break
+        # The first TicketID present decides: a bad one is refused, not skipped.
+        raw_id = next(
+            (
+                part["TicketID"]
+                for part in (ticket, event)
+                if isinstance(part, dict) and part.get("TicketID") is not None
+            ),
+            None,
+        )
+        if raw_id is None:
+            raise WebhookRejected("malformed", "no ticket id (TicketID) in Ticket or Event")
+        ticket_id = parse_id(raw_id)
         if ticket_id is None:
-            raise WebhookRejected("malformed", "no TicketID in Ticket or Event")
+            raise WebhookRejected("malformed", INVALID_TICKET_ID)
         name = event.get("Event") if isinstance(event, dict) else None
         return WebhookEvent(ticket_id=ticket_id, event=name if isinstance(name, str) else None)
 
@@ -722,7 +728,7 @@ class ZnunyAdapter:
     def _describe(self, ids: Sequence[int]) -> list[ListedTicket]:
         rows = []
         for raw in self._get_tickets_tolerant(ids):
-            ticket_id = _positive_int(raw.get("TicketID"))
+            ticket_id = parse_id(raw.get("TicketID"))
             changed = raw.get("Changed")
             updated_at = self._clock.parse(changed)
             if ticket_id is None or updated_at is None or not isinstance(changed, str):
@@ -789,7 +795,7 @@ class ZnunyAdapter:
         state = marker_value.parse(self._field_text(raw, self._settings.marker_field))
         internal_agent = [a for a in articles if _sender(a) == "agent" and _is_internal(a)]
         return Ticket(
-            id=_positive_int(raw.get("TicketID")) or ticket_id,
+            id=parse_id(raw.get("TicketID")) or ticket_id,
             subject=_text(raw.get("Title")),
             body=_text(customer.get("Body")) if customer else "",
             content_type=_mime_type(customer.get("ContentType")) if customer else "text/plain",
@@ -1093,21 +1099,10 @@ def _id_list(value: object) -> list[int] | None:
     if value is None:
         return []
     items = value if isinstance(value, list) else [value]
-    ids = [_positive_int(item) for item in items]
+    ids = [parse_id(item) for item in items]
     if any(i is None for i in ids):
         return None
     return [i for i in ids if i is not None]
-
-
-def _positive_int(value: object) -> int | None:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value if value > 0 else None
-    if isinstance(value, str) and value.strip().isdigit():
-        number = int(value.strip())
-        return number if number > 0 else None
-    return None
 
 
 def _list(value: object) -> list[Any]:

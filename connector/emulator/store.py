@@ -9,8 +9,10 @@ Behaviour copied from Zammad, with where it was confirmed:
 
 - Tags are listed in the order they were added (``Tag.tag_list`` orders by
   the tag row's id, app/models/tag.rb); adding a tag that is already there
-  (case-insensitively) is a no-op that still answers ``true``; both adding and
-  removing touch the ticket's ``updated_at`` but not its ``updated_by_id``.
+  (case-insensitively) is a no-op that still answers ``true`` and keeps the
+  stored spelling; removing matches the exact name only (a different case is a
+  no-op that answers ``true``); both touch the ticket's ``updated_at`` but not
+  its ``updated_by_id``.
 - Names in a write (``group``, ``priority``, ``state``, ``owner``,
   ``customer``) are looked up; an unknown one is a 422 with ``No lookup value
   found for 'group': "Name"``. When both a name and an id are sent, the id wins.
@@ -681,9 +683,11 @@ class Store:
             ticket = self.get_ticket(user, ticket_id)
             if not self._can_change(user, ticket):
                 raise ApiError(403, "Not authorized")
-            name = self._tag_name(item).lower()
+            # Exact, unlike adding: Zammad looks the tag item up by its exact name,
+            # so "retriage" does not remove a stored "Retriage".
+            name = self._tag_name(item)
             before = len(ticket.tags)
-            ticket.tags[:] = [t for t in ticket.tags if t.lower() != name]
+            ticket.tags[:] = [t for t in ticket.tags if t != name]
             if len(ticket.tags) != before:
                 self.stats.ticket(ticket.id, "tags_removed")
             ticket.updated_at = self.clock()

@@ -30,6 +30,7 @@ REJECTION_STATUS = {
     "malformed": 400,
     "ignored": 202,
 }
+SIGNATURE_REASONS = frozenset({"bad_signature", "missing_signature"})
 OVERLOAD_RETRY_AFTER_SECONDS = 5
 
 
@@ -99,7 +100,12 @@ class WebhookReceiver:
             self._count(rejected.reason)
             status = REJECTION_STATUS.get(rejected.reason, 400)
             log.warning("webhook rejected", extra={"reason": rejected.reason, "status": status})
-            return JSONResponse({"error": rejected.reason}, status_code=status)
+            answer = {"error": rejected.reason}
+            if rejected.detail and rejected.reason not in SIGNATURE_REASONS:
+                # Says what is wrong with the body, so a helpdesk admin can fix the trigger;
+                # a signature failure gets no hints.
+                answer["detail"] = rejected.detail
+            return JSONResponse(answer, status_code=status)
         if event.delivery_id and self.deliveries.seen(event.delivery_id):
             self._count("duplicate")
             return JSONResponse({"status": "duplicate", "ticket_id": event.ticket_id})
