@@ -30,6 +30,7 @@ import uvicorn
 from connector.adapters.base import HelpdeskAdapter
 from connector.adapters.factory import build_adapter
 from connector.batching import MicroBatcher
+from connector.circuit import CircuitBreaker, CircuitState
 from connector.classifier import Classifier, TextInput
 from connector.config import Settings
 from connector.cpu import cpu_limit
@@ -65,7 +66,14 @@ class Service:
         self.settings = settings
         self.metrics = metrics or Metrics()
         self.health = Health(self.metrics)
-        self.adapter = adapter or build_adapter(settings, self.metrics)
+        circuit = settings.http.circuit
+        self.breaker = CircuitBreaker(
+            failure_threshold=circuit.failure_threshold,
+            open_seconds=circuit.open_seconds,
+            open_max_seconds=circuit.open_max_seconds,
+        )
+        self.breaker.on_change(self._on_circuit_change)
+        self.adapter = adapter or build_adapter(settings, self.metrics, breaker=self.breaker)
         self.classifier = classifier or Classifier.load(
             settings.model.path,
             threads=settings.model.threads or cpu_limit(),
@@ -109,6 +117,7 @@ class Service:
             self.metrics,
             self.health,
             on_record=on_record,
+            breaker=self.breaker,
         )
         self.poller = Poller(
             self.adapter,
@@ -143,6 +152,20 @@ class Service:
     def _observe_batch(self, size: int, seconds: float) -> None:
         self.metrics.inference_seconds.observe(seconds)
         self.metrics.inference_batch_size.observe(size)
+
+    # -- the helpdesk's state ------------------------------------------------------------
+
+    def _on_circuit_change(self, state: CircuitState, reason: str) -> None:
+        self.metrics.circuit_state.labels(helpdesk=self.adapter.kind).set(int(state))
+        if state is CircuitState.OPEN:
+            self.metrics.circuit_opened.labels(helpdesk=self.adapter.kind).inc()
+            self.health.circuit_open(f"helpdesk circuit open: {reason}")
+            log.warning("helpdesk circuit open", extra={"reason": reason})
+        elif state is CircuitState.HALF_OPEN:
+            self.health.circuit_open(f"helpdesk circuit half-open: {reason}")
+        else:
+            self.health.circuit_closed()
+            log.info("helpdesk circuit closed", extra={"reason": reason})
 
     # -- start-up ----------------------------------------------------------------------
 

@@ -8,7 +8,10 @@ Errors are sorted by what should happen next:
 - another worker's live claim: look again once it would have expired;
 - a deleted ticket: nothing to do;
 - bad credentials or a misconfigured helpdesk: readiness fails, the ticket
-  waits, and its attempts are not used up (it is not the ticket's fault).
+  waits, and its attempts are not used up (it is not the ticket's fault);
+- the helpdesk is down (the circuit breaker is open, or a failure arrives
+  while it is): the ticket waits until the next probe is due, and its
+  attempts are not used up either. An outage says nothing about the ticket.
 """
 
 from __future__ import annotations
@@ -20,13 +23,18 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
+from connector.circuit import CircuitBreaker
 from connector.config import IngestSettings
 from connector.errors import (
     AuthError,
+    CircuitOpenError,
     HelpdeskConfigError,
     HelpdeskError,
+    NetworkError,
     NotFoundError,
     RateLimitedError,
+    ServerError,
+    UnavailableError,
 )
 from connector.health import Health
 from connector.ingest.queue import WorkItem, WorkQueue
@@ -48,9 +56,11 @@ class WorkerPool:
         health: Health,
         *,
         on_record: RecordSink | None = None,
+        breaker: CircuitBreaker | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.queue = queue
+        self.breaker = breaker
         self.pipeline = pipeline
         self.settings = settings
         self.metrics = metrics
@@ -118,8 +128,14 @@ class WorkerPool:
             self.metrics.tickets.labels(outcome="retry").inc()
             self.queue.retry_later(item, self.settings.retry_backoff_max_seconds, error.kind)
             return
+        except CircuitOpenError as error:
+            self._defer(item, error)
+            return
         except HelpdeskError as error:
-            self._retry_or_give_up(item, error.kind, str(error), _retry_after(error))
+            if self._during_outage(error):
+                self._defer(item, error)
+            else:
+                self._retry_or_give_up(item, error.kind, str(error), _retry_after(error))
             return
         except Exception as error:  # a bug or a model failure must not kill the worker
             log.exception("triage failed", extra={"ticket_id": ticket_id})
@@ -133,6 +149,28 @@ class WorkerPool:
             )
         if self.on_record is not None:
             self.on_record(record, item)
+
+    def _during_outage(self, error: HelpdeskError) -> bool:
+        """A failure the helpdesk's state explains: it came while the circuit is not closed."""
+        if self.breaker is None or self.breaker.closed:
+            return False
+        return isinstance(error, NetworkError | UnavailableError | ServerError)
+
+    def _defer(self, item: WorkItem, error: HelpdeskError) -> None:
+        until_probe = error.retry_after if isinstance(error, CircuitOpenError) else 0.0
+        floor = 1.0
+        if self.breaker is not None:
+            until_probe = max(until_probe, self.breaker.seconds_until_probe())
+            floor = self.breaker.open_seconds / 4
+        # Spread the waiting tickets out: when the probe is due only one call may
+        # go, and the rest would otherwise all wake at once to be turned away.
+        delay = max(until_probe, floor) * random.uniform(1.0, 1.5)
+        log.debug(
+            "helpdesk down; ticket waits without using an attempt",
+            extra={"ticket_id": item.ticket_id, "retry_in_seconds": round(delay, 2)},
+        )
+        self.metrics.tickets.labels(outcome="deferred").inc()
+        self.queue.defer(item, delay, error.kind)
 
     def _retry_or_give_up(
         self, item: WorkItem, kind: str, detail: str, retry_after: float | None

@@ -95,6 +95,7 @@ from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
 
 from connector.adapters.base import WebhookEvent, WebhookRejected
+from connector.circuit import CircuitBreaker
 from connector.config import HttpSettings, MarkerSettings, ZammadSettings
 from connector.domain import Agent, ApplyResult, ChangeSet, Claim, ClaimResult, Ticket, TicketRef
 from connector.errors import (
@@ -214,6 +215,7 @@ def http_client_for(
     *,
     metrics: Metrics | None = None,
     sleep: Callable[[float], None] = time.sleep,
+    breaker: CircuitBreaker | None = None,
 ) -> HttpClient:
     """The Zammad adapter's HttpClient: token (else basic) auth, timeouts, retries."""
     headers: dict[str, str] = {}
@@ -241,6 +243,7 @@ def http_client_for(
         verify_tls=str(http.ca_bundle) if http.ca_bundle else http.verify_tls,
         pool_size=http.pool_size,
         sleep=sleep,
+        breaker=breaker,
     )
 
 
@@ -260,11 +263,12 @@ class ZammadAdapter:
         client: HttpClient | None = None,
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
+        breaker: CircuitBreaker | None = None,
     ) -> None:
         self.settings = settings
         self.markers = markers
         self._http = client or http_client_for(
-            settings, http or HttpSettings(), metrics=metrics, sleep=sleep
+            settings, http or HttpSettings(), metrics=metrics, sleep=sleep, breaker=breaker
         )
         self._clock = clock
         self._lock = threading.Lock()
