@@ -8,9 +8,11 @@ start workers, poller and the HTTP server.
 Shutdown (SIGTERM): readiness fails and webhooks answer 503 at once (the
 helpdesk redelivers them elsewhere), the poller stops, in-flight tickets
 finish within ``server.drain_seconds``, then the HTTP server stops and the
-process exits. Tickets still
-waiting in the queue are not lost: they are untriaged on the helpdesk, and
-the next sweep picks them up.
+process exits, within ``EXIT_SECONDS`` more. A ticket still stuck in a call to
+a hanging helpdesk then is left behind (workers are daemon threads): its claim
+expires and the next run resumes it. Tickets still waiting in the queue are
+not lost either: they are untriaged on the helpdesk, and the next sweep picks
+them up.
 """
 
 from __future__ import annotations
@@ -51,6 +53,9 @@ from connector.workers import RecordSink, WorkerPool
 log = logging.getLogger("connector.service")
 
 HELPDESK_RECHECK_SECONDS = 30.0
+# After the drain, how long stopping the HTTP server may take; the chart's grace
+# period adds 5 s to the preStop pause and the drain, so this stays below that.
+EXIT_SECONDS = 3
 
 
 class Service:
@@ -240,7 +245,8 @@ class Service:
             self.app,
             log_config=None,
             access_log=False,
-            timeout_graceful_shutdown=5,
+            # Open keep-alive connections get this long after the drain, within EXIT_SECONDS.
+            timeout_graceful_shutdown=EXIT_SECONDS - 1,
             lifespan="off",
         )
         return uvicorn.Server(config)
@@ -266,11 +272,18 @@ class Service:
                 return
             self._stopped.set()
         started = time.monotonic()
+        # One deadline for every step: a poll or a ticket stuck in a call to a hanging
+        # helpdesk must not stretch the drain past what the pod's grace period allows.
+        deadline = started + self.settings.server.drain_seconds
+
+        def remaining() -> float:
+            return max(0.0, deadline - time.monotonic())
+
         self.health.shutting_down()
         self.queue.close()
-        self.poller.stop()
-        finished = self.workers.stop(self.settings.server.drain_seconds)
-        self.batcher.close()
+        self.poller.stop(timeout=min(5.0, remaining()))
+        finished = self.workers.stop(remaining())
+        self.batcher.close(timeout=min(5.0, max(0.5, remaining())))
         self.adapter.close()
         log.info(
             "drained" if finished else "drain timed out; in-flight tickets left for the next sweep",
@@ -278,12 +291,17 @@ class Service:
         )
 
     def stop(self) -> None:
-        """Drain, then stop the HTTP server (which answers probes until then)."""
+        """Drain, then stop the HTTP server (which answers probes until then).
+
+        Everything after the drain is bounded by ``EXIT_SECONDS``, which the
+        chart's grace period leaves room for; threads still busy then are
+        daemons and do not hold the exit.
+        """
         self.drain()
         if self._server is not None:
             self._server.should_exit = True
         if self._server_thread is not None:
-            self._server_thread.join(timeout=10)
+            self._server_thread.join(timeout=EXIT_SECONDS)
 
     def wait_for_exit(self) -> None:
         """Block until SIGTERM or SIGINT, then stop gracefully; a second signal exits at once."""

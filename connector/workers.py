@@ -21,7 +21,6 @@ import random
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 
 from connector.circuit import CircuitBreaker
 from connector.config import IngestSettings
@@ -67,36 +66,37 @@ class WorkerPool:
         self.health = health
         self.on_record = on_record
         self._clock = clock
-        self._slots = threading.BoundedSemaphore(settings.concurrency)
-        self._executor = ThreadPoolExecutor(settings.concurrency, thread_name_prefix="triage")
         self._stop = threading.Event()
-        self._dispatcher = threading.Thread(target=self._dispatch, name="dispatcher", daemon=True)
+        # Daemon threads, each taking its own tickets: one stuck in a helpdesk call
+        # must not hold the process past the drain (a pool's threads are joined at
+        # exit). Leaving it is safe: its claim expires and the next run resumes it.
+        self._threads = [
+            threading.Thread(target=self._work, name=f"triage-{n}", daemon=True)
+            for n in range(settings.concurrency)
+        ]
 
     def start(self) -> None:
-        self._dispatcher.start()
+        for thread in self._threads:
+            thread.start()
 
     def stop(self, timeout: float) -> bool:
         """Stop taking work, let what is in flight finish; False if it did not in time."""
         self._stop.set()
-        finished = self.queue.wait_in_flight(timeout)
-        if self._dispatcher.ident is not None:
-            self._dispatcher.join(timeout=1.0)
-        self._executor.shutdown(wait=finished, cancel_futures=True)
-        return finished
+        return self.queue.wait_in_flight(timeout)
 
-    def _dispatch(self) -> None:
+    def _work(self) -> None:
         while not self._stop.is_set():
-            if not self._slots.acquire(timeout=0.2):
-                continue
             item = self.queue.take(timeout=0.2)
-            if item is None or self._stop.is_set():
-                if item is not None:
-                    self.queue.retry_later(item, 0.0, "shutting down")
-                self._slots.release()
+            if item is None:
+                if self.queue.closed:  # take() no longer waits: do not spin while draining
+                    self._stop.wait(0.05)
+                continue
+            if self._stop.is_set():
+                self.queue.retry_later(item, 0.0, "shutting down")
                 continue
             self.metrics.in_flight.inc()
-            self._executor.submit(self._run, item)
             self.metrics.queue_depth.set(self.queue.depth())
+            self._run(item)
 
     def _run(self, item: WorkItem) -> None:
         try:
@@ -104,7 +104,6 @@ class WorkerPool:
         finally:
             self.metrics.in_flight.dec()
             self.metrics.queue_depth.set(self.queue.depth())
-            self._slots.release()
 
     def _run_one(self, item: WorkItem) -> None:
         ticket_id = item.ticket_id
