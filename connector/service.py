@@ -130,7 +130,7 @@ class Service:
             settings.ingest,
             self.metrics,
             self.health,
-            skip=self.pipeline.seen_in_shadow,
+            skip=self._skip_in_polls,
         )
         self.receiver = WebhookReceiver(
             self.adapter, self.queue, settings.ingest, self.metrics, self.health
@@ -157,6 +157,9 @@ class Service:
     def _observe_batch(self, size: int, seconds: float) -> None:
         self.metrics.inference_seconds.observe(seconds)
         self.metrics.inference_batch_size.observe(size)
+
+    def _skip_in_polls(self, ticket_id: int) -> bool:
+        return self.pipeline.seen_in_shadow(ticket_id) or self.workers.gave_up_recently(ticket_id)
 
     # -- the helpdesk's state ------------------------------------------------------------
 

@@ -20,6 +20,7 @@ import logging
 import random
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 
 from connector.circuit import CircuitBreaker
@@ -41,6 +42,13 @@ from connector.metrics import Metrics
 from connector.pipeline import ClaimedElsewhere, Pipeline, TriageRecord
 
 log = logging.getLogger("connector.workers")
+
+# Tickets given up on are left out of polls and sweeps for this long. The
+# triage-error tag normally does that, but a poison ticket whose reads fail
+# cannot show its tag, and would otherwise come back with every poll. A webhook
+# (such as a re-triage request) still brings it in at once.
+GIVE_UP_MEMORY_SECONDS = 3600.0
+GIVE_UP_MEMORY_SIZE = 10_000
 
 RecordSink = Callable[[TriageRecord, WorkItem], None]
 
@@ -67,6 +75,8 @@ class WorkerPool:
         self.on_record = on_record
         self._clock = clock
         self._stop = threading.Event()
+        self._gave_up: OrderedDict[int, float] = OrderedDict()
+        self._gave_up_lock = threading.Lock()
         # Daemon threads, each taking its own tickets: one stuck in a helpdesk call
         # must not hold the process past the drain (a pool's threads are joined at
         # exit). Leaving it is safe: its claim expires and the next run resumes it.
@@ -83,6 +93,24 @@ class WorkerPool:
         """Stop taking work, let what is in flight finish; False if it did not in time."""
         self._stop.set()
         return self.queue.wait_in_flight(timeout)
+
+    def gave_up_recently(self, ticket_id: int) -> bool:
+        """True for a ticket this pool gave up on within ``GIVE_UP_MEMORY_SECONDS``."""
+        with self._gave_up_lock:
+            when = self._gave_up.get(ticket_id)
+            if when is None:
+                return False
+            if self._clock() - when < GIVE_UP_MEMORY_SECONDS:
+                return True
+            del self._gave_up[ticket_id]
+            return False
+
+    def _remember_give_up(self, ticket_id: int) -> None:
+        with self._gave_up_lock:
+            self._gave_up[ticket_id] = self._clock()
+            self._gave_up.move_to_end(ticket_id)
+            while len(self._gave_up) > GIVE_UP_MEMORY_SIZE:
+                self._gave_up.popitem(last=False)
 
     def _work(self) -> None:
         while not self._stop.is_set():
@@ -193,6 +221,7 @@ class WorkerPool:
             extra={"ticket_id": item.ticket_id, "attempts": item.attempt + 1, "error": detail},
         )
         self.metrics.tickets.labels(outcome="failed").inc()
+        self._remember_give_up(item.ticket_id)
         try:
             self.pipeline.give_up(item.ticket_id)
         except HelpdeskError as error:

@@ -74,9 +74,12 @@ Without Elasticsearch (``use_search: false``) there is no server-side filter.
 The adapter then walks ``GET /tickets`` from the newest page backwards
 (finding the last page takes about log2(pages) requests), keeps open tickets
 updated since the cursor, and reads each one's tags: one extra request per
-candidate. Only the newest ``max_pages`` pages are looked at, so an old
-ticket reopened with a ``retriage`` tag is found by a sweep with enough pages.
-Fine for a few thousand tickets; use Elasticsearch beyond that.
+candidate. A candidate whose tags cannot be read (its own 500 or 4xx) is handed
+over anyway, for the worker to retry and mark, and the scan goes on; an outage
+(timeouts, 502-504, the circuit open) still ends the scan. Only the newest
+``max_pages`` pages are looked at, so an old ticket reopened with a
+``retriage`` tag is found by a sweep with enough pages. Fine for a few thousand
+tickets; use Elasticsearch beyond that.
 """
 
 from __future__ import annotations
@@ -102,8 +105,10 @@ from connector.errors import (
     ConfigError,
     ConflictError,
     HelpdeskConfigError,
+    NotFoundError,
     RetryableError,
     ServerError,
+    TicketError,
 )
 from connector.footer import find_footers
 from connector.http import HttpClient, RetryPolicy, Timeouts
@@ -386,7 +391,17 @@ class ZammadAdapter:
                 if since is None or ref.updated_at >= since:
                     candidates.append(ref)
         for ref in sorted(candidates, key=lambda r: (r.updated_at, r.id)):
-            if self._needs_triage(self._tags(ref.id)):
+            try:
+                tags = self._tags(ref.id)
+            except NotFoundError:
+                continue  # deleted since it was listed
+            except (ServerError, TicketError):
+                # This ticket's trouble, not the listing's: one poison ticket must not
+                # fail every poll. Hand it over unread; the worker reads it, retries with
+                # backoff and marks it triage-error if it keeps failing.
+                yield ref
+                continue
+            if self._needs_triage(tags):
                 yield ref
 
     def _last_page(self, fetch: Callable[[int], list[Mapping[str, Any]]], per_page: int) -> int:
