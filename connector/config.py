@@ -72,6 +72,29 @@ class HelpdeskKind(StrEnum):
     RT = "rt"
 
 
+class CircuitSettings(Section):
+    """The circuit breaker: when the helpdesk as a whole counts as down."""
+
+    failure_threshold: int = Field(5, ge=1, le=1000)
+    """Consecutive failed helpdesk calls (connection errors, timeouts, 5xx) that open the circuit;
+    while it is open, calls are not sent, readiness fails and tickets wait without using up their
+    attempts.
+    """
+    open_seconds: float = Field(5.0, gt=0, le=3600)
+    """Cool-down after the circuit opens, before one call probes the helpdesk again."""
+    open_max_seconds: float = Field(60.0, gt=0, le=3600)
+    """Longest cool-down; each failed probe doubles it up to this."""
+
+    @model_validator(mode="after")
+    def _ordered(self) -> CircuitSettings:
+        if self.open_max_seconds < self.open_seconds:
+            raise ValueError(
+                f"open_max_seconds ({self.open_max_seconds}) must not be below "
+                f"open_seconds ({self.open_seconds})"
+            )
+        return self
+
+
 class HttpSettings(Section):
     """How the sidecar talks to the helpdesk: timeouts, retries, TLS."""
 
@@ -97,6 +120,8 @@ class HttpSettings(Section):
     """A CA bundle file to verify the helpdesk's certificate with (private CAs)."""
     pool_size: int = Field(16, ge=1, le=256)
     """Keep-alive connections kept open to the helpdesk."""
+    circuit: CircuitSettings = Field(default_factory=CircuitSettings)
+    """The circuit breaker around every helpdesk call."""
 
 
 class MarkerSettings(Section):

@@ -5,6 +5,9 @@
   counted against the ticket.
 - ``TicketError``: this ticket cannot be processed as asked (400, 404, 409,
   413, 422, or an operation error naming the ticket). Skip it, count it.
+- ``CircuitOpenError``: the helpdesk as a whole is taken to be down (the
+  circuit breaker is open) and the call was not sent. Not the ticket's fault:
+  the ticket waits, and its attempts are not used up.
 - ``AuthError``: the credentials or permissions are wrong (401/403). Nothing
   will work until an operator fixes them; readiness fails.
 - ``HelpdeskConfigError``: the helpdesk is set up differently from what the
@@ -93,6 +96,18 @@ class NetworkError(RetryableError):
     """No usable answer: connect or read timeout, connection reset or refused."""
 
 
+class CircuitOpenError(HelpdeskError):
+    """Not sent: recent calls say the helpdesk is down. ``retry_after``: seconds to the next probe.
+
+    Deliberately not a ``RetryableError``: retrying inside the call would only
+    be rejected again, and a ticket must not be charged for an outage.
+    """
+
+    def __init__(self, reason: str, *, retry_after: float, **where: object) -> None:
+        self.retry_after = retry_after
+        super().__init__(reason, **where)  # type: ignore[arg-type]
+
+
 class TicketError(HelpdeskError):
     """This ticket cannot be processed as asked; skip it and count it."""
 
@@ -127,6 +142,7 @@ _KIND_NAMES: dict[type[HelpdeskError], str] = {
     RateLimitedError: "rate_limited",
     UnavailableError: "unavailable",
     NetworkError: "network",
+    CircuitOpenError: "circuit_open",
     TicketError: "ticket",
     NotFoundError: "not_found",
     ConflictError: "conflict",

@@ -1,8 +1,9 @@
 """Readiness: what must hold before the service takes traffic.
 
 Ready means: the model is loaded, the helpdesk answered the start-up check
-and has not refused the credentials since, the policy's mappings fit the
-model and the helpdesk, and the process is not shutting down.
+and has not refused the credentials since, the circuit breaker around it is
+closed (it is not down right now), the policy's mappings fit the model and
+the helpdesk, and the process is not shutting down.
 """
 
 from __future__ import annotations
@@ -34,6 +35,12 @@ class Health:
 
     def helpdesk_failed(self, reason: str) -> None:
         self._set("helpdesk", reason)
+
+    def circuit_open(self, reason: str) -> None:
+        self._set("circuit", reason)
+
+    def circuit_closed(self) -> None:
+        self._clear("circuit")
 
     def shutting_down(self) -> None:
         self._set("shutdown", "shutting down")

@@ -22,6 +22,10 @@ merging of settings that never change here (no proxies, no environment, no
 hooks, no per-call headers). Cookies still go out from and come back into the
 session's jar, and a redirect answered to a GET or HEAD is followed by the
 session's own ``resolve_redirects``, as ``Session.request`` did.
+
+An optional ``CircuitBreaker`` guards every attempt, retries included: while
+it is open no request is sent at all, and each answer tells it whether the
+helpdesk looks down (see ``connector.circuit``).
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ from urllib.parse import quote
 import requests
 import tenacity
 
+from connector.circuit import CircuitBreaker
 from connector.errors import (
     HelpdeskConfigError,
     HelpdeskError,
@@ -115,8 +120,10 @@ class HttpClient:
         pool_size: int = 16,
         session: requests.Session | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        breaker: CircuitBreaker | None = None,
     ) -> None:
         self.helpdesk = helpdesk
+        self.breaker = breaker
         self.base_url = base_url.rstrip("/")
         self.timeouts = timeouts or Timeouts()
         self.retry_policy = retry or RetryPolicy()
@@ -208,6 +215,32 @@ class HttpClient:
     # -- one attempt -----------------------------------------------------------------
 
     def _send_once(
+        self,
+        method: str,
+        url: str,
+        endpoint: str,
+        where: dict[str, Any],
+        params: Mapping[str, Any] | None,
+        body: Any,
+        ok_statuses: frozenset[int],
+    ) -> requests.Response:
+        """One attempt, through the circuit breaker when there is one."""
+        breaker = self.breaker
+        if breaker is None:
+            return self._send_unguarded(method, url, endpoint, where, params, body, ok_statuses)
+        breaker.before_call(**where)
+        try:
+            response = self._send_unguarded(method, url, endpoint, where, params, body, ok_statuses)
+        except HelpdeskError as error:
+            breaker.record(error)
+            raise
+        except BaseException:
+            breaker.record_neutral()
+            raise
+        breaker.record_success()
+        return response
+
+    def _send_unguarded(
         self,
         method: str,
         url: str,

@@ -31,6 +31,7 @@ TICKET_OUTCOMES = (
     "ticket_error",  # the helpdesk refused this ticket (404/422/...)
     "failed",  # gave up after repeated errors: marked triage-error
     "retry",  # a passing error; the ticket goes back to the queue
+    "deferred",  # the helpdesk is down (circuit open): back to the queue, no attempt used
 )
 WEBHOOK_RESULTS = (
     "accepted",
@@ -98,6 +99,18 @@ class Metrics:
             ["helpdesk", "kind"],
             registry=r,
         )
+        self.circuit_state = Gauge(
+            f"{p}_helpdesk_circuit_state",
+            "The circuit breaker around helpdesk calls: 0 closed, 1 half-open (probing), 2 open.",
+            ["helpdesk"],
+            registry=r,
+        )
+        self.circuit_opened = Counter(
+            f"{p}_helpdesk_circuit_opened_total",
+            "Times the circuit breaker opened (the helpdesk counted as down).",
+            ["helpdesk"],
+            registry=r,
+        )
         self.webhooks = Counter(
             f"{p}_webhook_requests_total",
             "Webhook deliveries, by helpdesk and result.",
@@ -152,5 +165,7 @@ class Metrics:
             self.webhooks.labels(helpdesk=helpdesk, result=result)
         for head in heads:
             self.confidence.labels(head=head)
+        self.circuit_state.labels(helpdesk=helpdesk).set(0)
+        self.circuit_opened.labels(helpdesk=helpdesk)
         for source in ("webhook", "poll", "sweep", "manual"):
             self.enqueue_to_written_seconds.labels(source=source)

@@ -8,9 +8,11 @@ start workers, poller and the HTTP server.
 Shutdown (SIGTERM): readiness fails and webhooks answer 503 at once (the
 helpdesk redelivers them elsewhere), the poller stops, in-flight tickets
 finish within ``server.drain_seconds``, then the HTTP server stops and the
-process exits. Tickets still
-waiting in the queue are not lost: they are untriaged on the helpdesk, and
-the next sweep picks them up.
+process exits, within ``EXIT_SECONDS`` more. A ticket still stuck in a call to
+a hanging helpdesk then is left behind (workers are daemon threads): its claim
+expires and the next run resumes it. Tickets still waiting in the queue are
+not lost either: they are untriaged on the helpdesk, and the next sweep picks
+them up.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ import uvicorn
 from connector.adapters.base import HelpdeskAdapter
 from connector.adapters.factory import build_adapter
 from connector.batching import MicroBatcher
+from connector.circuit import CircuitBreaker, CircuitState
 from connector.classifier import Classifier, TextInput
 from connector.config import Settings
 from connector.cpu import cpu_limit
@@ -51,6 +54,9 @@ from connector.workers import RecordSink, WorkerPool
 log = logging.getLogger("connector.service")
 
 HELPDESK_RECHECK_SECONDS = 30.0
+# After the drain, how long stopping the HTTP server may take; the chart's grace
+# period adds 5 s to the preStop pause and the drain, so this stays below that.
+EXIT_SECONDS = 3
 
 
 class Service:
@@ -66,7 +72,14 @@ class Service:
         self.settings = settings
         self.metrics = metrics or Metrics()
         self.health = Health(self.metrics)
-        self.adapter = adapter or build_adapter(settings, self.metrics)
+        circuit = settings.http.circuit
+        self.breaker = CircuitBreaker(
+            failure_threshold=circuit.failure_threshold,
+            open_seconds=circuit.open_seconds,
+            open_max_seconds=circuit.open_max_seconds,
+        )
+        self.breaker.on_change(self._on_circuit_change)
+        self.adapter = adapter or build_adapter(settings, self.metrics, breaker=self.breaker)
         self.classifier = classifier or Classifier.load(
             settings.model.path,
             threads=settings.model.threads or cpu_limit(),
@@ -111,6 +124,7 @@ class Service:
             self.metrics,
             self.health,
             on_record=on_record,
+            breaker=self.breaker,
         )
         self.poller = Poller(
             self.adapter,
@@ -118,7 +132,7 @@ class Service:
             settings.ingest,
             self.metrics,
             self.health,
-            skip=self.pipeline.seen_in_shadow,
+            skip=self._skip_in_polls,
         )
         self.receiver = WebhookReceiver(
             self.adapter, self.queue, settings.ingest, self.metrics, self.health
@@ -145,6 +159,23 @@ class Service:
     def _observe_batch(self, size: int, seconds: float) -> None:
         self.metrics.inference_seconds.observe(seconds)
         self.metrics.inference_batch_size.observe(size)
+
+    def _skip_in_polls(self, ticket_id: int) -> bool:
+        return self.pipeline.seen_in_shadow(ticket_id) or self.workers.gave_up_recently(ticket_id)
+
+    # -- the helpdesk's state ------------------------------------------------------------
+
+    def _on_circuit_change(self, state: CircuitState, reason: str) -> None:
+        self.metrics.circuit_state.labels(helpdesk=self.adapter.kind).set(int(state))
+        if state is CircuitState.OPEN:
+            self.metrics.circuit_opened.labels(helpdesk=self.adapter.kind).inc()
+            self.health.circuit_open(f"helpdesk circuit open: {reason}")
+            log.warning("helpdesk circuit open", extra={"reason": reason})
+        elif state is CircuitState.HALF_OPEN:
+            self.health.circuit_open(f"helpdesk circuit half-open: {reason}")
+        else:
+            self.health.circuit_closed()
+            log.info("helpdesk circuit closed", extra={"reason": reason})
 
     # -- start-up ----------------------------------------------------------------------
 
@@ -219,7 +250,8 @@ class Service:
             self.app,
             log_config=None,
             access_log=False,
-            timeout_graceful_shutdown=5,
+            # Open keep-alive connections get this long after the drain, within EXIT_SECONDS.
+            timeout_graceful_shutdown=EXIT_SECONDS - 1,
             lifespan="off",
         )
         return uvicorn.Server(config)
@@ -245,11 +277,18 @@ class Service:
                 return
             self._stopped.set()
         started = time.monotonic()
+        # One deadline for every step: a poll or a ticket stuck in a call to a hanging
+        # helpdesk must not stretch the drain past what the pod's grace period allows.
+        deadline = started + self.settings.server.drain_seconds
+
+        def remaining() -> float:
+            return max(0.0, deadline - time.monotonic())
+
         self.health.shutting_down()
         self.queue.close()
-        self.poller.stop()
-        finished = self.workers.stop(self.settings.server.drain_seconds)
-        self.batcher.close()
+        self.poller.stop(timeout=min(5.0, remaining()))
+        finished = self.workers.stop(remaining())
+        self.batcher.close(timeout=min(5.0, max(0.5, remaining())))
         self.adapter.close()
         log.info(
             "drained" if finished else "drain timed out; in-flight tickets left for the next sweep",
@@ -257,12 +296,17 @@ class Service:
         )
 
     def stop(self) -> None:
-        """Drain, then stop the HTTP server (which answers probes until then)."""
+        """Drain, then stop the HTTP server (which answers probes until then).
+
+        Everything after the drain is bounded by ``EXIT_SECONDS``, which the
+        chart's grace period leaves room for; threads still busy then are
+        daemons and do not hold the exit.
+        """
         self.drain()
         if self._server is not None:
             self._server.should_exit = True
         if self._server_thread is not None:
-            self._server_thread.join(timeout=10)
+            self._server_thread.join(timeout=EXIT_SECONDS)
 
     def wait_for_exit(self) -> None:
         """Block until SIGTERM or SIGINT, then stop gracefully; a second signal exits at once."""

@@ -330,6 +330,18 @@ def test_grace_period_must_outlast_the_drain() -> None:
     )
 
 
+def test_the_grace_margin_covers_what_the_service_takes_after_its_drain() -> None:
+    from connector.service import EXIT_SECONDS
+
+    # The service exits at most EXIT_SECONDS after the drain (HTTP server stop);
+    # the margin the chart adds must leave room for that and the interpreter's exit.
+    assert check_chart.GRACE_MARGIN_SECONDS >= EXIT_SECONDS + 1
+    deployment = one(render({}), "Deployment")
+    spec = deployment["spec"]["template"]["spec"]
+    pause = int(container(deployment)["lifecycle"]["preStop"]["exec"]["command"][1])
+    assert spec["terminationGracePeriodSeconds"] >= pause + 20 + EXIT_SECONDS + 1
+
+
 def test_secrets_are_refused_in_the_config_map() -> None:
     message = render_error({"config": {"zammad": {"token": "abc"}}})
     assert "config.zammad.token is a secret" in message

@@ -103,6 +103,7 @@ import charset_normalizer
 
 from connector.adapters import marker_value
 from connector.adapters.base import WebhookEvent, WebhookRejected
+from connector.circuit import CircuitBreaker
 from connector.config import HttpSettings, RTSettings
 from connector.domain import (
     Agent,
@@ -567,6 +568,7 @@ class RTAdapter:
         *,
         metrics: Metrics | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        breaker: CircuitBreaker | None = None,
     ) -> RTAdapter:
         headers: dict[str, str] = {}
         auth: tuple[str, str] | None = None
@@ -591,6 +593,7 @@ class RTAdapter:
             verify_tls=str(http.ca_bundle) if http.ca_bundle else http.verify_tls,
             pool_size=http.pool_size,
             sleep=sleep,
+            breaker=breaker,
         )
         return cls(settings, client)
 

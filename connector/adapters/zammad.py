@@ -77,9 +77,12 @@ Without Elasticsearch (``use_search: false``) there is no server-side filter.
 The adapter then walks ``GET /tickets`` from the newest page backwards
 (finding the last page takes about log2(pages) requests), keeps open tickets
 updated since the cursor, and reads each one's tags: one extra request per
-candidate. Only the newest ``max_pages`` pages are looked at, so an old
-ticket reopened with a ``retriage`` tag is found by a sweep with enough pages.
-Fine for a few thousand tickets; use Elasticsearch beyond that.
+candidate. A candidate whose tags cannot be read (its own 500 or 4xx) is handed
+over anyway, for the worker to retry and mark, and the scan goes on; an outage
+(timeouts, 502-504, the circuit open) still ends the scan. Only the newest
+``max_pages`` pages are looked at, so an old ticket reopened with a
+``retriage`` tag is found by a sweep with enough pages. Fine for a few thousand
+tickets; use Elasticsearch beyond that.
 """
 
 from __future__ import annotations
@@ -97,14 +100,17 @@ from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
 
 from connector.adapters.base import WebhookEvent, WebhookRejected
+from connector.circuit import CircuitBreaker
 from connector.config import HttpSettings, MarkerSettings, ZammadSettings
 from connector.domain import Agent, ApplyResult, ChangeSet, Claim, ClaimResult, Ticket, TicketRef
 from connector.errors import (
     ConfigError,
     ConflictError,
     HelpdeskConfigError,
+    NotFoundError,
     RetryableError,
     ServerError,
+    TicketError,
 )
 from connector.footer import find_footers
 from connector.http import HttpClient, RetryPolicy, Timeouts
@@ -217,6 +223,7 @@ def http_client_for(
     *,
     metrics: Metrics | None = None,
     sleep: Callable[[float], None] = time.sleep,
+    breaker: CircuitBreaker | None = None,
 ) -> HttpClient:
     """The Zammad adapter's HttpClient: token (else basic) auth, timeouts, retries."""
     headers: dict[str, str] = {}
@@ -244,6 +251,7 @@ def http_client_for(
         verify_tls=str(http.ca_bundle) if http.ca_bundle else http.verify_tls,
         pool_size=http.pool_size,
         sleep=sleep,
+        breaker=breaker,
     )
 
 
@@ -263,11 +271,12 @@ class ZammadAdapter:
         client: HttpClient | None = None,
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
+        breaker: CircuitBreaker | None = None,
     ) -> None:
         self.settings = settings
         self.markers = markers
         self._http = client or http_client_for(
-            settings, http or HttpSettings(), metrics=metrics, sleep=sleep
+            settings, http or HttpSettings(), metrics=metrics, sleep=sleep, breaker=breaker
         )
         self._clock = clock
         self._lock = threading.Lock()
@@ -385,7 +394,17 @@ class ZammadAdapter:
                 if since is None or ref.updated_at >= since:
                     candidates.append(ref)
         for ref in sorted(candidates, key=lambda r: (r.updated_at, r.id)):
-            if self._needs_triage(self._tags(ref.id)):
+            try:
+                tags = self._tags(ref.id)
+            except NotFoundError:
+                continue  # deleted since it was listed
+            except (ServerError, TicketError):
+                # This ticket's trouble, not the listing's: one poison ticket must not
+                # fail every poll. Hand it over unread; the worker reads it, retries with
+                # backoff and marks it triage-error if it keeps failing.
+                yield ref
+                continue
+            if self._needs_triage(tags):
                 yield ref
 
     def _last_page(self, fetch: Callable[[int], list[Mapping[str, Any]]], per_page: int) -> int:

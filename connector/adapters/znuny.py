@@ -73,6 +73,7 @@ import requests
 
 from connector.adapters import marker_value
 from connector.adapters.base import WebhookEvent, WebhookRejected
+from connector.circuit import CircuitBreaker
 from connector.config import HttpSettings, ZnunySettings
 from connector.domain import (
     Agent,
@@ -425,6 +426,7 @@ class ZnunyAdapter:
         *,
         metrics: Metrics | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        breaker: CircuitBreaker | None = None,
     ) -> ZnunyAdapter:
         client = HttpClient(
             helpdesk=HELPDESK,
@@ -441,6 +443,7 @@ class ZnunyAdapter:
             verify_tls=str(http.ca_bundle) if http.ca_bundle else http.verify_tls,
             pool_size=http.pool_size,
             sleep=sleep,
+            breaker=breaker,
         )
         return cls(settings, client)
 

@@ -6,8 +6,9 @@ apply to the REST API only, never to the ``/_emulator`` admin routes. A rule:
     {"method": "GET", "path": "^/api/v1/tickets/\\d+$", "status": 429,
      "retry_after": "2", "delay_seconds": 0, "drop_connection": false, "times": 1}
 
-``method`` (any when absent) and ``path`` (a regular expression searched in the
-request path, any when absent) select requests; the first live rule that
+``method`` (any when absent), ``path`` (a regular expression searched in the
+request path, any when absent) and ``query`` (one searched in the raw query
+string, such as ``o_id=7(&|$)`` for one ticket's tags) select requests; the first live rule that
 matches wins and ``times`` counts down (absent: until cleared). Then:
 
 - ``delay_seconds`` waits first (alone, it only slows the request down);
@@ -53,6 +54,7 @@ _REASONS = {
 class FaultRule:
     method: str | None
     path: re.Pattern[str] | None
+    query: re.Pattern[str] | None = None
     status: int | None = None
     retry_after: str | None = None
     delay_seconds: float = 0.0
@@ -65,6 +67,7 @@ class FaultRule:
         unknown = set(data) - {
             "method",
             "path",
+            "query",
             "status",
             "retry_after",
             "delay_seconds",
@@ -87,14 +90,17 @@ class FaultRule:
             raise ValueError("a fault needs a status, drop_connection or delay_seconds")
         method = data.get("method")
         path = data.get("path")
+        query = data.get("query")
         try:
             pattern = re.compile(str(path)) if path else None
+            query_pattern = re.compile(str(query)) if query else None
         except re.error as error:
-            raise ValueError(f"path is not a regular expression: {error}") from None
+            raise ValueError(f"path or query is not a regular expression: {error}") from None
         retry_after = data.get("retry_after")
         return cls(
             method=str(method).upper() if method else None,
             path=pattern,
+            query=query_pattern,
             status=status,
             retry_after=str(retry_after) if retry_after is not None else None,
             delay_seconds=delay,
@@ -106,6 +112,7 @@ class FaultRule:
         return {
             "method": self.method,
             "path": self.path.pattern if self.path else None,
+            "query": self.query.pattern if self.query else None,
             "status": self.status,
             "retry_after": self.retry_after,
             "delay_seconds": self.delay_seconds,
@@ -137,7 +144,7 @@ class FaultInjector:
         with self._lock:
             return [r.to_json() for r in self._rules]
 
-    def take(self, method: str, path: str) -> FaultRule | None:
+    def take(self, method: str, path: str, query: str = "") -> FaultRule | None:
         """The first live rule for this request, counted as used."""
         with self._lock:
             if not self._rules:
@@ -146,6 +153,8 @@ class FaultInjector:
                 if rule.method and rule.method != method:
                     continue
                 if rule.path and not rule.path.search(path):
+                    continue
+                if rule.query and not rule.query.search(query):
                     continue
                 rule.hits += 1
                 if rule.times is not None and rule.hits >= rule.times:
@@ -173,7 +182,8 @@ class FaultMiddleware:
         if scope["type"] != "http" or scope["path"].startswith(ADMIN_PREFIX):
             await self.app(scope, receive, send)
             return
-        rule = self.injector.take(scope["method"], scope["path"])
+        query = scope.get("query_string", b"").decode("latin-1")
+        rule = self.injector.take(scope["method"], scope["path"], query)
         if rule is None:
             await self.app(scope, receive, send)
             return

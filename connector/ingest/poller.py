@@ -127,11 +127,12 @@ class Poller:
         )
         self._thread.start()
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop the loop; a pass stuck in a helpdesk call is left behind (a daemon thread)."""
         self._stop.set()
         self._wake.set()
         if self._thread is not None:
-            self._thread.join(timeout=5.0)
+            self._thread.join(timeout=timeout)
 
     def trigger_sweep(self) -> None:
         """Run a sweep now instead of at the next interval."""

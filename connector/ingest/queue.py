@@ -107,9 +107,19 @@ class WorkQueue:
 
     def retry_later(self, item: WorkItem, delay: float, error: str | None = None) -> None:
         """Put an item back to run again after ``delay`` seconds; it keeps its hold."""
+        self._put_back(item, delay, error, count_attempt=True)
+
+    def defer(self, item: WorkItem, delay: float, error: str | None = None) -> None:
+        """Like ``retry_later``, without counting an attempt: the failure was not the ticket's."""
+        self._put_back(item, delay, error, count_attempt=False)
+
+    def _put_back(
+        self, item: WorkItem, delay: float, error: str | None, *, count_attempt: bool
+    ) -> None:
         with self._cond:
             self._in_flight -= 1
-            item.attempt += 1
+            if count_attempt:
+                item.attempt += 1
             item.last_error = error
             item.not_before = self._clock() + max(0.0, delay)
             if self._closed:
