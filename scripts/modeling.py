@@ -1685,6 +1685,14 @@ def _widen(module: nn.Module, inputs: Any, output: torch.Tensor) -> torch.Tensor
 def export_onnx(module: ExportModule, path: Path) -> list[str]:
     """Write ``module`` as ONNX with dynamic batch and sequence axes; return output names."""
     output_names = [spec.output for spec in module.specs] + [EMBEDDING_OUTPUT]
+    export_graph(module, path, output_names, reads_words=module.reads_words)
+    return output_names
+
+
+def export_graph(
+    module: nn.Module, path: Path, output_names: Sequence[str], *, reads_words: bool
+) -> None:
+    """Trace ``module`` (token ids, mask and, if ``reads_words``, word features) to ONNX."""
     ids = torch.tensor([[2, 5, 6, 7], [2, 8, 0, 0]], dtype=torch.int64)
     mask = (ids > 0).to(torch.int64)
     inputs: tuple[torch.Tensor, ...] = (ids, mask)
@@ -1693,7 +1701,7 @@ def export_onnx(module: ExportModule, path: Path) -> list[str]:
         "input_ids": {0: "batch", 1: "sequence"},
         "attention_mask": {0: "batch", 1: "sequence"},
     }
-    if module.reads_words:
+    if reads_words:
         lexical_ids = torch.tensor([[3, 9, 11], [4, 0, 0]], dtype=torch.int64)
         inputs += (lexical_ids, (lexical_ids > 0).to(torch.float32))
         input_names += list(WORD_INPUT_NAMES)
@@ -1708,14 +1716,13 @@ def export_onnx(module: ExportModule, path: Path) -> list[str]:
             str(path),
             dynamo=False,
             input_names=input_names,
-            output_names=output_names,
+            output_names=list(output_names),
             dynamic_axes=dynamic_axes,
             opset_version=OPSET,
             # Folding would turn the float16 -> float32 casts of stored weights into
             # float32 copies, doubling the file; onnxruntime folds them at load instead.
             do_constant_folding=False,
         )
-    return output_names
 
 
 def config_dict(config: ModelConfig | TrainConfig | WordFeatureConfig) -> dict[str, Any]:

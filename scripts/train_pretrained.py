@@ -34,7 +34,6 @@ import shutil
 import sys
 import tempfile
 import time
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,7 +58,6 @@ from tokenizers import Tokenizer
 
 from connector.classifier import expected_calibration_error, softmax
 from connector.text import MAX_CHARS, SUBJECT_BODY_SEPARATOR
-from connector.word_features import INPUT_NAMES as WORD_INPUT_NAMES
 from connector.word_features import WordFeatureConfig, WordFeatures
 
 DEFAULT_HEADS = "queue,priority,type,sentiment"
@@ -165,34 +163,6 @@ class TriageGraph(nn.Module):
         logits = embedding @ self.dense + self.bias + (wide * positions.values.unsqueeze(-1)).sum(1)
         probs = [torch.softmax(part, dim=-1) for part in torch.split(logits, self.sizes, dim=-1)]
         return (*probs, embedding)
-
-
-def export_graph(module: nn.Module, path: Path, outputs: Sequence[str], *, words: bool) -> None:
-    ids = torch.tensor([[1, 500, 600, 2], [1, 700, 2, 0]], dtype=torch.int64)
-    mask = torch.tensor([[1, 1, 1, 1], [1, 1, 1, 0]], dtype=torch.int64)
-    inputs: tuple[torch.Tensor, ...] = (ids, mask)
-    names = ["input_ids", "attention_mask"]
-    axes = {name: {0: "batch", 1: "sequence"} for name in names}
-    if words:
-        lexical = torch.tensor([[3, 9, 11], [4, 0, 0]], dtype=torch.int64)
-        inputs += (lexical, (lexical > 0).to(torch.float32))
-        names += list(WORD_INPUT_NAMES)
-        axes.update({name: {0: "batch", 1: "features"} for name in WORD_INPUT_NAMES})
-    axes.update({name: {0: "batch"} for name in outputs})
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
-        torch.onnx.export(
-            module,
-            inputs,
-            str(path),
-            dynamo=False,
-            input_names=names,
-            output_names=list(outputs),
-            dynamic_axes=axes,
-            opset_version=modeling.OPSET,
-            # Folding would store the widened float32 copies of the float16 and 4-bit weights.
-            do_constant_folding=False,
-        )
 
 
 def session(path: Path, threads: int) -> ort.InferenceSession:
@@ -378,7 +348,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         encoder_path = staging / "encoder.onnx"
-        export_graph(_EncoderOnly(encoder.module), encoder_path, ["embedding"], words=False)
+        modeling.export_graph(
+            _EncoderOnly(encoder.module), encoder_path, ["embedding"], reads_words=False
+        )
         run = session(encoder_path, args.threads)
         cache = EmbeddingCache(args.cache, encoder_key(encoder))
         features = WordFeatures(WORDS)
@@ -437,8 +409,8 @@ def write_model(
     import train  # the golden examples and edge cases are shared with the other trainer
 
     outputs = [head.spec.output for head in heads] + ["embedding"]
-    export_graph(
-        TriageGraph(encoder.module, words, heads), staging / "model.onnx", outputs, words=True
+    modeling.export_graph(
+        TriageGraph(encoder.module, words, heads), staging / "model.onnx", outputs, reads_words=True
     )
     (staging / "tokenizer.json").write_text(
         pretrained_encoder.compact_json(encoder.tokenizer), encoding="utf-8"
