@@ -4,9 +4,11 @@
 #     --build-arg REVISION="$(git rev-parse HEAD)" \
 #     --build-arg CREATED="$(date -u +%Y-%m-%dT%H:%M:%SZ)" .
 #
-# Two stages: the builder installs the runtime dependencies into a virtualenv
-# (never PyTorch: it is a training extra), then the package; the runtime stage
-# is python:3.11-slim with that virtualenv and the model, run as UID 10001.
+# Two stages: the builder installs the pinned runtime dependencies into a
+# virtualenv (never PyTorch: it is a training extra), then the package; the
+# runtime stage is python:3.11-slim with that virtualenv and the model, run as
+# UID 10001. PYTHON_IMAGE may name any Debian-based image with Python 3.11 as
+# `python` and its venv module (.ci/image-test.sh builds one with debootstrap).
 
 ARG PYTHON_IMAGE=python:3.11-slim
 
@@ -19,15 +21,15 @@ ENV PIP_NO_CACHE_DIR=1 \
 WORKDIR /src
 RUN python -m venv /opt/venv
 
-# Dependencies before the source: this layer is rebuilt only when
-# pyproject.toml changes. Only [project].dependencies, no extras.
-COPY pyproject.toml ./
-RUN python -c "import tomllib; deps = tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']; print('\n'.join(deps))" \
-        > requirements.txt \
-    && /opt/venv/bin/pip install --no-cache-dir -r requirements.txt
+# Dependencies before the source: this layer is rebuilt only when the lock
+# changes. docker/requirements.lock pins [project].dependencies (no extras)
+# with hashes (make lock), so the image does not depend on what PyPI serves
+# on the day it is built; --no-deps keeps out what the lock leaves out.
+COPY docker/requirements.lock ./
+RUN /opt/venv/bin/pip install --no-cache-dir --no-deps --require-hashes -r requirements.lock
 
 # The package itself; its dependencies are already in place.
-COPY README.md ./
+COPY pyproject.toml README.md ./
 COPY connector/ connector/
 RUN /opt/venv/bin/pip install --no-cache-dir --no-deps . \
     # Nothing at run time installs packages or runs numpy's test suite, and the

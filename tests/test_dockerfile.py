@@ -20,9 +20,13 @@ import dockerfile
 import pytest
 import yaml
 from dockerfile import Command
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+from packaging.version import Version
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCKERFILE = ROOT / "Dockerfile"
+LOCK = ROOT / "docker" / "requirements.lock"
 
 
 def stages() -> dict[str, list[Command]]:
@@ -78,21 +82,61 @@ def test_dependencies_are_installed_before_the_source_is_copied() -> None:
     installs = [
         index
         for index, command in enumerate(commands)
-        if command.cmd == "RUN" and "-r requirements.txt" in command.value[0]
+        if command.cmd == "RUN" and "-r requirements.lock" in command.value[0]
     ]
-    assert installs, "the builder installs no requirements"
-    assert copies["pyproject.toml"] < installs[0] < copies["connector/"]
-    assert copies["README.md"] > installs[0]
+    assert installs, "the builder installs no locked requirements"
+    assert copies["docker/requirements.lock"] < installs[0] < copies["pyproject.toml"]
+    assert copies["pyproject.toml"] < copies["connector/"]
 
 
-def test_the_builder_installs_exactly_the_runtime_dependencies() -> None:
-    (command,) = [c for c in builder() if c.cmd == "RUN" and "tomllib" in c.value[0]]
-    program, flag, code = shlex.split(command.value[0])[:3]
-    assert (program, flag) == ("python", "-c")
-    listed = subprocess.run(
-        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
-    ).stdout.split()
-    assert listed == project()["dependencies"]
+def locked() -> dict[str, tuple[Version, int]]:
+    """Package name -> (pinned version, number of hashes) from the image's lock file."""
+    pins: dict[str, tuple[Version, int]] = {}
+    name = ""
+    for line in LOCK.read_text().splitlines():
+        if line and not line[0].isspace() and not line.startswith("#"):
+            requirement = Requirement(line.rstrip(" \\"))
+            (specifier,) = requirement.specifier
+            assert specifier.operator == "==", f"{line}: not pinned"
+            name = canonicalize_name(requirement.name)
+            pins[name] = (Version(specifier.version), 0)
+        elif line.strip().startswith("--hash=sha256:"):
+            version, hashes = pins[name]
+            pins[name] = (version, hashes + 1)
+    return pins
+
+
+def test_the_lock_pins_every_runtime_dependency_within_its_range() -> None:
+    pins = locked()
+    for dependency in project()["dependencies"]:
+        requirement = Requirement(dependency)
+        name = canonicalize_name(requirement.name)
+        assert name in pins, f"{name} is in pyproject.toml but not in the lock (make lock)"
+        assert requirement.specifier.contains(pins[name][0]), (
+            f"{name}: locked {pins[name][0]} is outside {requirement.specifier} (make lock)"
+        )
+    assert all(hashes for _, hashes in pins.values()), "every locked package carries hashes"
+
+
+def test_the_builder_installs_the_lock_with_hashes_and_nothing_else() -> None:
+    (command,) = [c for c in builder() if c.cmd == "RUN" and "requirements.lock" in c.value[0]]
+    words = shlex.split(command.value[0])
+    assert {"--require-hashes", "--no-deps"} <= set(words)
+    (package,) = [
+        c
+        for c in builder()
+        if c.cmd == "RUN" and "install --no-cache-dir --no-deps ." in c.value[0]
+    ]
+    assert package
+
+
+def test_the_lock_leaves_out_what_the_service_never_imports() -> None:
+    pins = locked()
+    for line in (ROOT / "docker" / "lock-overrides.txt").read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            left_out = canonicalize_name(Requirement(line).name)
+            assert left_out not in pins
+    assert not {"torch", "huggingface-hub", "pip", "setuptools"} & set(pins)
 
 
 def test_no_pytorch_in_the_image() -> None:
@@ -164,9 +208,10 @@ def test_build_context_is_an_allow_list_of_what_the_image_needs() -> None:
     assert lines[0] == "*"
     allowed = {line[1:].rstrip("/") for line in lines if line.startswith("!")}
     copied = {
-        command.value[0].rstrip("/")
+        source.rstrip("/")
         for command in builder() + runtime()
         if command.cmd == "COPY" and not any(flag.startswith("--from") for flag in command.flags)
+        for source in command.value[:-1]
     }
     assert copied == allowed
 
