@@ -114,6 +114,10 @@ class HttpSettings(Section):
     """Longest single backoff."""
     retry_after_max_seconds: float = Field(30.0, ge=0, le=3600)
     """Longest Retry-After honoured inside a call; longer ones requeue the ticket instead."""
+    write_settle_seconds: float = Field(30.0, ge=0, le=3600)
+    """After a write-back the helpdesk did not answer (read timeout, dropped connection,
+    gateway error), how long to wait before reading the ticket back and writing only what
+    is missing. Longer than the helpdesk takes to finish a request the client gave up on."""
     verify_tls: bool = True
     """Verify the helpdesk's TLS certificate."""
     ca_bundle: Path | None = None

@@ -93,7 +93,15 @@ class UnavailableError(RetryableError):
 
 
 class NetworkError(RetryableError):
-    """No usable answer: connect or read timeout, connection reset or refused."""
+    """No usable answer: connect or read timeout, connection reset or refused.
+
+    ``request_sent`` is False only when the request surely never left (a connect
+    timeout); after a read timeout or a reset the helpdesk may have acted on it.
+    """
+
+    def __init__(self, reason: str, *, request_sent: bool = True, **where: object) -> None:
+        self.request_sent = request_sent
+        super().__init__(reason, **where)  # type: ignore[arg-type]
 
 
 class CircuitOpenError(HelpdeskError):

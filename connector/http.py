@@ -255,6 +255,9 @@ class HttpClient:
         try:
             try:
                 response = self._exchange(method, url, params, body)
+            except requests.ConnectTimeout:
+                status_label = "timeout"
+                raise NetworkError("connect timed out", request_sent=False, **where) from None
             except requests.Timeout:
                 status_label = "timeout"
                 raise NetworkError("timed out", **where) from None

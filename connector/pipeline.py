@@ -16,6 +16,15 @@ Exactly once, step by step:
    comes first in the helpdesk's order, step back.
 4. Apply the change set, then ``finish``: marker on, claim off. A crash
    anywhere before that leaves the claim, and step 2 resumes it.
+5. A write that failed in a way that may still have reached the helpdesk (a
+   read timeout, a dropped connection, a gateway error) is not repeated at
+   once: the run waits ``write_settle_seconds``, so a helpdesk still working
+   on the request the client gave up on can finish it, then reads the ticket
+   back. If the run's note is there, its field changes landed with it (every
+   adapter writes the fields before or with the note); only what is missing is
+   written. Either way the retry finishes the decision it started instead of
+   deciding again against a ticket it has already moved, so note, tags, log
+   and metrics agree.
 """
 
 from __future__ import annotations
@@ -30,9 +39,9 @@ from datetime import UTC, datetime
 
 from connector.adapters.base import HelpdeskAdapter
 from connector.config import MarkerSettings, PolicySettings
-from connector.domain import ApplyResult, Claim, Decision, Prediction, Ticket
-from connector.errors import RetryableError
-from connector.footer import NOTE, new_run_id
+from connector.domain import ApplyResult, ChangeSet, Claim, Decision, Prediction, Ticket
+from connector.errors import NetworkError, RetryableError, UnavailableError
+from connector.footer import NOTE, footer, new_run_id
 from connector.metrics import Metrics
 from connector.policy import Plan, Policy
 
@@ -42,16 +51,44 @@ Predictor = Callable[[Ticket], Prediction]
 DraftWriter = Callable[[Ticket, Prediction, Plan], str | None]
 
 SHADOW_MEMORY = 100_000
+PENDING_MEMORY = 10_000
 OUTCOME_ALREADY = "already_triaged"
 OUTCOME_IGNORED = "ignored"
+_FIELDS = ("queue", "priority", "owner")
 
 
-class ClaimedElsewhere(RetryableError):
-    """Another worker holds a live claim on the ticket: look again after ``retry_after``."""
+class TryLater(RetryableError):
+    """Not now, and not the ticket's fault: look again after ``retry_after`` seconds."""
+
+    def __init__(self, reason: str, ticket_id: int, retry_after: float) -> None:
+        self.retry_after = retry_after
+        super().__init__(reason, ticket_id=ticket_id)
+
+
+class ClaimedElsewhere(TryLater):
+    """Another worker holds a live claim on the ticket."""
 
     def __init__(self, ticket_id: int, retry_after: float) -> None:
-        self.retry_after = retry_after
-        super().__init__("claimed by another worker", ticket_id=ticket_id)
+        super().__init__("claimed by another worker", ticket_id, retry_after)
+
+
+class WriteUnsettled(TryLater):
+    """A write of this run may still land on the helpdesk: read the ticket back later."""
+
+    def __init__(self, ticket_id: int, retry_after: float) -> None:
+        super().__init__("an unanswered write may still land", ticket_id, retry_after)
+
+
+@dataclass(frozen=True, slots=True)
+class _Unfinished:
+    """A run whose write-back failed part-way: what it decided, and what already landed."""
+
+    run_id: str
+    prediction: Prediction
+    plan: Plan
+    change: ChangeSet
+    landed: tuple[str, ...]
+    settles_at: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,7 +117,9 @@ class Pipeline:
         metrics: Metrics,
         *,
         draft_writer: DraftWriter | None = None,
+        write_settle_seconds: float = 0.0,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.adapter = adapter
         self.predict = predict
@@ -89,7 +128,9 @@ class Pipeline:
         self.markers = markers
         self.metrics = metrics
         self.draft_writer = draft_writer
+        self.write_settle_seconds = write_settle_seconds
         self._now = now
+        self._monotonic = monotonic
         self._lock = threading.Lock()
         # Claims this process holds, so a retry here resumes its own claim
         # instead of mistaking it for another worker's.
@@ -97,6 +138,8 @@ class Pipeline:
         # Shadow mode writes no marker, so it remembers what it has evaluated
         # (bounded), and sweeps do not evaluate and count the same tickets again.
         self._shadowed: OrderedDict[int, None] = OrderedDict()
+        # Runs whose write-back failed part-way, so the retry finishes the same decision.
+        self._unfinished: OrderedDict[int, _Unfinished] = OrderedDict()
 
     def held_claim(self, ticket_id: int) -> Claim | None:
         with self._lock:
@@ -104,6 +147,12 @@ class Pipeline:
 
     def process(self, ticket_id: int) -> TriageRecord:
         started = time.perf_counter()
+        with self._lock:
+            unfinished = self._unfinished.get(ticket_id)
+        if unfinished is not None:
+            wait = unfinished.settles_at - self._monotonic()
+            if wait > 0:
+                raise WriteUnsettled(ticket_id, wait)
         ticket = self.adapter.get_ticket(ticket_id)
         record = self._process(ticket)
         record = replace(record, seconds=time.perf_counter() - started)
@@ -120,6 +169,7 @@ class Pipeline:
         self.adapter.mark_failed(ticket_id, claim)
         with self._lock:
             self._held.pop(ticket_id, None)
+            self._unfinished.pop(ticket_id, None)
 
     # -- the steps ---------------------------------------------------------------------
 
@@ -161,20 +211,56 @@ class Pipeline:
                 )
                 return TriageRecord(ticket.id, OUTCOME_IGNORED, claim.run_id, reason)
 
-        prediction = self.predict(ticket)
-        plan = self.policy.decide(ticket, prediction, claim.run_id)
-        change = plan.change
-        if self.draft_writer is not None:
-            draft = self.draft_writer(ticket, prediction, plan)
-            if draft:
-                change = replace(change, draft=draft)
-        result = self.adapter.apply(ticket, change)
-        self.adapter.finish(ticket.id, claim, prediction.model_version)
+        with self._lock:
+            unfinished = self._unfinished.get(ticket.id)
+        landed: tuple[str, ...] = ()
+        if unfinished is not None and unfinished.run_id == claim.run_id:
+            prediction, plan, change = unfinished.prediction, unfinished.plan, unfinished.change
+            landed = unfinished.landed
+            if change.note and footer(NOTE, claim.run_id) in ticket.footers:
+                # The note landed, so did the fields: writing them again could undo
+                # a person's change made since.
+                landed += (*(f for f in _FIELDS if getattr(change, f)), "note")
+                change = replace(change, queue=None, priority=None, owner=None)
+        else:
+            prediction = self.predict(ticket)
+            plan = self.policy.decide(ticket, prediction, claim.run_id)
+            change = plan.change
+            if self.draft_writer is not None:
+                draft = self.draft_writer(ticket, prediction, plan)
+                if draft:
+                    change = replace(change, draft=draft)
+        result: ApplyResult | None = None
+        try:
+            result = self.adapter.apply(ticket, change)
+            self.adapter.finish(ticket.id, claim, prediction.model_version)
+        except RetryableError as error:
+            settles_at = self._monotonic()
+            if result is not None:  # everything but the marker is written
+                landed += result.changed
+                change = replace(change, queue=None, priority=None, owner=None)
+            elif _may_have_landed(error):
+                settles_at += self.write_settle_seconds
+            self._remember(
+                ticket.id, _Unfinished(claim.run_id, prediction, plan, change, landed, settles_at)
+            )
+            raise
         with self._lock:
             self._held.pop(ticket.id, None)
+            self._unfinished.pop(ticket.id, None)
         for leftover in stale:
             self.adapter.release(ticket.id, leftover)
+        if landed:
+            changed = tuple(dict.fromkeys(landed + result.changed))
+            result = replace(result, changed=changed)
         return self._record(ticket, plan, prediction, claim.run_id, result)
+
+    def _remember(self, ticket_id: int, unfinished: _Unfinished) -> None:
+        with self._lock:
+            self._unfinished[ticket_id] = unfinished
+            self._unfinished.move_to_end(ticket_id)
+            while len(self._unfinished) > PENDING_MEMORY:
+                self._unfinished.popitem(last=False)
 
     def _shadow(self, ticket: Ticket) -> TriageRecord:
         with self._lock:
@@ -243,6 +329,15 @@ def _summary(decisions: tuple[Decision, ...]) -> dict[str, dict[str, object]]:
         d.head: {"label": d.label, "confidence": round(d.confidence, 4), "action": d.action.value}
         for d in decisions
     }
+
+
+def _may_have_landed(error: RetryableError) -> bool:
+    """Whether the helpdesk may have acted on a request whose answer never came."""
+    if isinstance(error, NetworkError):
+        return error.request_sent
+    # A gateway that gave up waiting (504) or lost the upstream mid-answer (502); a 503
+    # or 408 means the request was turned away before the application saw it.
+    return isinstance(error, UnavailableError) and error.status in (502, 504)
 
 
 def _age(claim: Claim, now: datetime) -> float:

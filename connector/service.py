@@ -116,6 +116,7 @@ class Service:
             settings.markers,
             self.metrics,
             draft_writer=self.drafts if settings.drafts.enabled else None,
+            write_settle_seconds=settings.http.write_settle_seconds,
         )
         self.workers = WorkerPool(
             self.queue,

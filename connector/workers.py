@@ -6,6 +6,8 @@ Errors are sorted by what should happen next:
   retry later with backoff (``Retry-After`` wins), and after ``max_attempts``
   mark the ticket ``triage-error`` on the helpdesk and stop;
 - another worker's live claim: look again once it would have expired;
+- a write of the ticket's own run that may still land: look again once it
+  has had time to, without using an attempt (the failure that caused it has);
 - a deleted ticket: nothing to do;
 - bad credentials or a misconfigured helpdesk: readiness fails, the ticket
   waits, and its attempts are not used up (it is not the ticket's fault);
@@ -39,7 +41,7 @@ from connector.errors import (
 from connector.health import Health
 from connector.ingest.queue import WorkItem, WorkQueue
 from connector.metrics import Metrics
-from connector.pipeline import ClaimedElsewhere, Pipeline, TriageRecord
+from connector.pipeline import ClaimedElsewhere, Pipeline, TriageRecord, WriteUnsettled
 
 log = logging.getLogger("connector.workers")
 
@@ -140,6 +142,10 @@ class WorkerPool:
         except ClaimedElsewhere as busy:
             self.metrics.tickets.labels(outcome="retry").inc()
             self.queue.retry_later(item, busy.retry_after, "claimed elsewhere")
+            return
+        except WriteUnsettled as unsettled:
+            # The attempt that left the write in doubt has been counted already.
+            self.queue.defer(item, unsettled.retry_after, "write in doubt")
             return
         except NotFoundError:
             self.metrics.tickets.labels(outcome="ticket_error").inc()

@@ -48,6 +48,7 @@ from connector.http import HttpClient, RetryPolicy
 from connector.metrics import Metrics
 from connector.pipeline import Pipeline
 from connector.policy import Policy
+from tests.lost_answers import lose_answers
 
 BASE = "https://helpdesk.example/otrs/nph-genericinterface.pl/Webservice/GenericTicketConnectorREST"
 PASSWORD = "pa55-w0rd-not-for-logs"
@@ -1342,3 +1343,40 @@ def test_the_pipeline_triages_each_ticket_once_through_the_adapter(
         assert ids_of(adapter.changed_since(since, page_size=2, max_pages=50)) == [3]
         assert pipeline.process(3).outcome == "applied"
         assert len(server.tickets[3]["Article"]) == 3
+
+
+def test_an_update_znuny_committed_but_did_not_answer_is_finished_as_decided(
+    make: Callable[..., ZnunyAdapter],
+) -> None:
+    markers = MarkerSettings(claim_ttl_seconds=300)
+    policy_settings = PolicySettings()
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
+        server = FakeZnuny(mock, search_method="POST")
+        server.add(1)
+        adapter = make(search_method="POST", search_route="/TicketSearch")
+        lost = lose_answers(adapter._http, "PATCH", r"/Ticket/1$", body_contains="Article")
+        pipeline = Pipeline(
+            adapter,
+            triage_predict,
+            Policy(policy_settings, markers, HelpdeskKind.ZNUNY),
+            policy_settings,
+            markers,
+            Metrics(),
+            now=lambda: NOW,
+        )
+        with pytest.raises(errors.NetworkError):
+            pipeline.process(1)
+        assert lost, "the update was not sent"
+        raw = server.tickets[1]
+        assert raw["Queue"] == "Billing"  # Znuny did it; the client never heard
+        record = pipeline.process(1)
+
+        assert record.outcome == "applied"
+        actions = {d.head: d.action.value for d in record.decisions}
+        assert actions == {"queue": "apply", "priority": "apply"}
+        assert {"queue", "priority", "note"} <= set(record.changed)
+        assert set(raw["Fields"]["AITriageTags"]) == {"ai:queue:billing", "ai:priority:high"}
+        notes = raw["Article"][1:]
+        assert len(notes) == 1
+        assert "applied" in notes[0]["Body"]
+        assert raw["Fields"]["AITriage"].startswith("triaged ")

@@ -11,7 +11,10 @@ request path, any when absent) and ``query`` (one searched in the raw query
 string, such as ``o_id=7(&|$)`` for one ticket's tags) select requests; the first live rule that
 matches wins and ``times`` counts down (absent: until cleared). Then:
 
-- ``delay_seconds`` waits first (alone, it only slows the request down);
+- ``delay_seconds`` waits first (alone, it only slows the request down). The
+  request is read in full before the wait and processed after it even when
+  the client has given up meanwhile, as Zammad's application server does: a
+  write answered after the client's read timeout still happens;
 - ``drop_connection`` closes the TCP connection without answering, so the
   client sees a reset or a closed connection (``requests`` raises
   ``ConnectionError``), not an HTTP status;
@@ -29,7 +32,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from connector.emulator.stats import Stats
 
@@ -188,6 +191,7 @@ class FaultMiddleware:
             await self.app(scope, receive, send)
             return
         if rule.delay_seconds:
+            receive = await _read_in_full(receive)
             await asyncio.sleep(rule.delay_seconds)
         if rule.drop_connection:
             await _drop(send)
@@ -205,6 +209,24 @@ class FaultMiddleware:
             headers.append((b"retry-after", rule.retry_after.encode()))
         await send({"type": "http.response.start", "status": rule.status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
+
+
+async def _read_in_full(receive: Receive) -> Receive:
+    """The request body, read now and replayed, so a client leaving later cannot cancel it."""
+    chunks = []
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            break
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            break
+    replay = [{"type": "http.request", "body": b"".join(chunks), "more_body": False}]
+
+    async def replayed() -> Message:
+        return replay.pop() if replay else {"type": "http.disconnect"}
+
+    return replayed
 
 
 async def _drop(send: Send) -> None:

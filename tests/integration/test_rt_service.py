@@ -18,6 +18,7 @@ from connector.classifier import Classifier, TextInput
 from connector.config import load_settings
 from connector.service import Service
 from tests.integration.rt_server import RTAdmin, RTServer, require_server
+from tests.lost_answers import lose_answers
 
 pytestmark = pytest.mark.rt
 
@@ -122,3 +123,45 @@ def test_the_service_triages_an_rt_ticket_as_the_policy_says(
     assert "helpdesk-triage note " in text
     labels = admin.custom_field(ticket_id, server.tags_field)
     assert any(value.startswith("ai:queue:") for value in labels)
+
+
+def test_a_comment_rt_took_but_did_not_confirm_is_finished_as_decided(
+    server: RTServer, admin: RTAdmin, classifier: Classifier
+) -> None:
+    start_queue, target = server.queues[0], server.queues[1]
+    ticket_id = admin.create_ticket(queue=start_queue, subject=SUBJECT, content=TEXT)
+    settings = settings_for(server, classifier, target)
+    settings = settings.model_copy(
+        update={"http": settings.http.model_copy(update={"write_settle_seconds": 1.0})}
+    )
+    records: list[Any] = []
+    service = Service(
+        settings,
+        classifier=classifier,
+        on_record=lambda record, item: records.append(record) if record.decisions else None,
+    )
+    # RT writes the comment; the answer never reaches the sidecar.
+    lost = lose_answers(service.adapter._http, "POST", rf"/ticket/{ticket_id}/comment$")
+    service.start_server_thread()
+    try:
+        service.check()
+        service.start_background()
+        assert wait_for(
+            lambda: (
+                admin.custom_field(ticket_id, server.marker_field)[:1] != []
+                and admin.custom_field(ticket_id, server.marker_field)[0].startswith("triaged ")
+            )
+        ), "RT never received the triaged marker"
+    finally:
+        service.stop()
+
+    assert lost, "the comment was never sent"
+    kinds = [t["Type"] for t in admin.transactions(ticket_id)]
+    assert kinds.count("Comment") == 1
+    assert admin.ticket(ticket_id)["Queue"]["Name"] == target
+    (record,) = [r for r in records if r.ticket_id == ticket_id]
+    assert {d.head: d.action.value for d in record.decisions}["queue"] == "apply"
+    assert "queue" in record.changed
+    labels = admin.custom_field(ticket_id, server.tags_field)
+    assert any(value.startswith("ai:queue:") for value in labels)
+    assert not any(value.startswith("ai:suggest:queue:") for value in labels)
