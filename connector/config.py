@@ -299,6 +299,8 @@ class ModelSettings(Section):
     """Most tickets per inference batch."""
     spin_wait: bool = False
     """Let idle inference threads spin: about 10 % more bulk throughput for far more idle CPU."""
+    reload_check_seconds: float = Field(30.0, ge=0, le=86400)
+    """How often to look for a changed model in ``path`` and reload it; 0: only on SIGHUP."""
 
 
 class ClassThresholds(Section):

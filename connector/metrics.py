@@ -155,6 +155,12 @@ class Metrics:
         self.model_info = Gauge(
             f"{p}_model_info", "The loaded model (value is always 1).", ["version"], registry=r
         )
+        self.model_reloads = Counter(
+            f"{p}_model_reloads_total",
+            "Model reloads (SIGHUP or a changed model.path): loaded, or refused.",
+            ["result"],
+            registry=r,
+        )
         self.ready = Gauge(f"{p}_ready", "1 when the service is ready for traffic.", registry=r)
 
     def preinitialise(self, helpdesk: str, heads: Iterable[str]) -> None:
@@ -169,3 +175,5 @@ class Metrics:
         self.circuit_opened.labels(helpdesk=helpdesk)
         for source in ("webhook", "poll", "sweep", "manual"):
             self.enqueue_to_written_seconds.labels(source=source)
+        for result in ("loaded", "refused"):
+            self.model_reloads.labels(result=result)

@@ -23,7 +23,8 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from types import FrameType
 from typing import Any
 
@@ -48,6 +49,7 @@ from connector.owners import OwnerPicker
 from connector.pipeline import Pipeline
 from connector.policy import Policy
 from connector.predictor import Predictor
+from connector.reload import ModelReloader
 from connector.server import create_app
 from connector.workers import RecordSink, WorkerPool
 
@@ -104,9 +106,7 @@ class Service:
         self.policy = Policy(
             settings.policy, settings.markers, settings.helpdesk, owner_picker=owner_picker
         )
-        self.drafts = DraftWriter(
-            settings.drafts, self._embed if self.classifier.has_embedding else None
-        )
+        self.drafts = DraftWriter(settings.drafts, _embedder(self.classifier))
         self.queue = WorkQueue(settings.ingest.queue_size)
         self.pipeline = Pipeline(
             self.adapter,
@@ -138,6 +138,7 @@ class Service:
         self.receiver = WebhookReceiver(
             self.adapter, self.queue, settings.ingest, self.metrics, self.health
         )
+        self.reloader = ModelReloader(self, check_seconds=settings.model.reload_check_seconds)
         self.app = create_app(self.receiver, self.health, self.metrics)
         self._server: uvicorn.Server | None = None
         self._server_thread: threading.Thread | None = None
@@ -154,8 +155,27 @@ class Service:
             [TextInput(t.subject, t.body, t.content_type) for t in tickets]
         )
 
-    def _embed(self, pairs: Sequence[tuple[str, str]]) -> Any:
-        return self.classifier.embed([TextInput(subject, body) for subject, body in pairs])
+    def swap_model(self, path: Path) -> None:
+        """Serve the model at ``path`` from the next batch on, once it has passed every check.
+
+        Raises (ModelError, ConfigError, HelpdeskError) without changing anything
+        when the model cannot be loaded or does not fit the policy or the helpdesk.
+        """
+        model = self.settings.model
+        classifier = Classifier.load(
+            path, threads=model.threads or cpu_limit(), spin_wait=model.spin_wait
+        )
+        predictor = Predictor(classifier, self.settings.policy)
+        self.policy.validate(predictor.labels, self.adapter.queues(), self.adapter.priorities())
+        drafts = DraftWriter(self.settings.drafts, _embedder(classifier))
+        old = self.classifier.version
+        self.classifier, self.predictor, self.drafts = classifier, predictor, drafts
+        if self.settings.drafts.enabled:
+            self.pipeline.draft_writer = drafts
+        if old != classifier.version:
+            self.metrics.model_info.remove(old)
+        self.metrics.model_info.labels(version=classifier.version).set(1)
+        self.metrics.preinitialise(self.adapter.kind, classifier.heads)
 
     def _observe_batch(self, size: int, seconds: float) -> None:
         self.metrics.inference_seconds.observe(seconds)
@@ -197,6 +217,7 @@ class Service:
             self.poller.start(poll=ingest.poll, sweep=ingest.sweep)
         self._watchdog = threading.Thread(target=self._recheck_helpdesk, daemon=True)
         self._watchdog.start()
+        self.reloader.start()
 
     def _recheck_helpdesk(self) -> None:
         """While the helpdesk refuses us, keep asking; readiness returns when it answers."""
@@ -286,6 +307,7 @@ class Service:
             return max(0.0, deadline - time.monotonic())
 
         self.health.shutting_down()
+        self.reloader.stop()
         self.queue.close()
         self.poller.stop(timeout=min(5.0, remaining()))
         finished = self.workers.stop(remaining())
@@ -310,7 +332,10 @@ class Service:
             self._server_thread.join(timeout=EXIT_SECONDS)
 
     def wait_for_exit(self) -> None:
-        """Block until SIGTERM or SIGINT, then stop gracefully; a second signal exits at once."""
+        """Block until SIGTERM or SIGINT, then stop gracefully; a second signal exits at once.
+
+        SIGHUP reloads the model from ``model.path`` (see ``connector.reload``).
+        """
         requested = threading.Event()
 
         def on_signal(signum: int, frame: FrameType | None) -> None:
@@ -322,6 +347,18 @@ class Service:
 
         signal.signal(signal.SIGTERM, on_signal)
         signal.signal(signal.SIGINT, on_signal)
+        signal.signal(signal.SIGHUP, lambda signum, frame: self.reloader.request("SIGHUP"))
         while not requested.wait(1.0):
             pass
         self.stop()
+
+
+def _embedder(classifier: Classifier) -> Callable[[Sequence[tuple[str, str]]], Any] | None:
+    """The draft writer's view of one model's embedding (None when it has none)."""
+    if not classifier.has_embedding:
+        return None
+
+    def embed(pairs: Sequence[tuple[str, str]]) -> Any:
+        return classifier.embed([TextInput(subject, body) for subject, body in pairs])
+
+    return embed
