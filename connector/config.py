@@ -177,6 +177,10 @@ class ZammadSettings(Section):
     """Ticket states that are still to be worked on, and so to be triaged."""
     shared_drafts: bool = True
     """Write draft replies as shared drafts where the group allows them."""
+    owner_without_access: Literal["keep_queue", "move"] = "keep_queue"
+    """When the model picks a group the ticket's owner has no full access to, Zammad would
+    unassign them on the move: keep_queue leaves the ticket in its group, move moves it
+    (and Zammad unassigns the owner); the note says which, and a metric counts it."""
     use_search: bool = True
     """Use the search API (needs Elasticsearch); off lists tickets by page instead."""
 

@@ -155,6 +155,13 @@ class Metrics:
         self.model_info = Gauge(
             f"{p}_model_info", "The loaded model (value is always 1).", ["version"], registry=r
         )
+        self.owner_conflicts = Counter(
+            f"{p}_owner_conflicts_total",
+            "Owners the helpdesk unassigned or a move was skipped to keep, by outcome "
+            "(assignment_refused, unassigned_by_move, unassigned, move_skipped).",
+            ["helpdesk", "outcome"],
+            registry=r,
+        )
         self.model_reloads = Counter(
             f"{p}_model_reloads_total",
             "Model reloads (SIGHUP or a changed model.path): loaded, or refused.",

@@ -171,6 +171,23 @@ def test_owner_without_full_access_is_answered_200_but_not_set(
     assert applied.json()["owner_id"] == anna.id
 
 
+def test_a_move_unassigns_an_owner_without_full_access_to_the_new_group(
+    emulator: EmulatorServer, api: requests.Session
+) -> None:
+    ben = next(u for u in emulator.store.users.values() if u.login == "ben.keller")
+    assert api.put(f"{emulator.api_url}/tickets/1", json={"owner_id": ben.id}).ok
+    moved = api.put(f"{emulator.api_url}/tickets/1", json={"group": "Technical Support"})
+    assert moved.status_code == 200
+    assert moved.json()["owner_id"] == 1  # Zammad's check_owner_active, still a 200
+    # A closed ticket keeps its owner through a move, for reporting.
+    assert api.put(f"{emulator.api_url}/tickets/1", json={"group": "Users"}).ok
+    assert api.put(f"{emulator.api_url}/tickets/1", json={"owner_id": ben.id}).ok
+    closed = api.put(
+        f"{emulator.api_url}/tickets/1", json={"state": "closed", "group": "Technical Support"}
+    )
+    assert closed.json()["owner_id"] == ben.id
+
+
 def test_updates_record_who_and_when(emulator: EmulatorServer, api: requests.Session) -> None:
     before = api.get(f"{emulator.api_url}/tickets/1").json()
     assert before["updated_by_id"] == before["customer_id"] == before["created_by_id"]

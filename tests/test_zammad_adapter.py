@@ -859,7 +859,7 @@ def test_nothing_to_change_sends_nothing(adapter: ZammadAdapter) -> None:
     [
         ({"queue": "Billing and Payments"}, {"group": "Users"}, "group"),
         ({"priority": "3 high"}, {"priority": "2 normal"}, "priority"),
-        ({"owner": "4"}, {"owner_id": 1}, "owner"),
+        ({"owner": "4"}, {"owner_id": 7}, "owner"),
     ],
 )
 @responses.activate

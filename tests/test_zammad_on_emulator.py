@@ -17,6 +17,7 @@ from connector.config import HttpSettings, MarkerSettings, ZammadSettings
 from connector.domain import ChangeSet, Claim
 from connector.emulator import EmulatorServer
 from connector.footer import footer, new_run_id
+from connector.metrics import Metrics
 
 if TYPE_CHECKING:
     from tests.conftest_emulator import Delivery, WebhookReceiver
@@ -236,12 +237,95 @@ def test_draft_becomes_an_internal_note_in_a_group_without_shared_drafts(
     assert adapter.get_ticket(3).footers == frozenset({footer("draft", run)})
 
 
-def test_an_owner_zammad_did_not_take_is_a_conflict(
-    emulator: EmulatorServer, adapter: ZammadAdapter
+def user_id(emulator: EmulatorServer, login: str) -> int:
+    return next(u.id for u in emulator.store.users.values() if u.login == login)
+
+
+def owner_adapter(emulator: EmulatorServer, **zammad: Any) -> tuple[ZammadAdapter, Metrics]:
+    metrics = Metrics()
+    settings = ZammadSettings(url=emulator.url, token=emulator.token, **zammad)
+    adapter = ZammadAdapter(settings, MarkerSettings(), HttpSettings(), metrics=metrics)
+    adapter.check()
+    return adapter, metrics
+
+
+def owner_events(metrics: Metrics, outcome: str) -> float:
+    value = metrics.registry.get_sample_value(
+        "helpdesk_triage_owner_conflicts_total", {"helpdesk": "zammad", "outcome": outcome}
+    )
+    return value or 0.0
+
+
+def note_of(emulator: EmulatorServer, ticket_id: int) -> str:
+    ticket = emulator.store.tickets[ticket_id]
+    bodies = [emulator.store.articles[a].body for a in ticket.article_ids]
+    return next(b for b in reversed(bodies) if "helpdesk-triage note" in b)
+
+
+def test_an_owner_zammad_unassigned_is_reported_not_a_failure(emulator: EmulatorServer) -> None:
+    adapter, metrics = owner_adapter(emulator)
+    emma = user_id(emulator, "emma.fischer")  # only read access to Users, ticket 4's group
+    result = adapter.apply(adapter.get_ticket(4), ChangeSet(ticket_id=4, owner=str(emma)))
+    assert "owner" in result.skipped and "owner" not in result.changed
+    assert adapter.get_ticket(4).owner is None
+    assert owner_events(metrics, "assignment_refused") == 1
+
+
+def test_a_move_away_from_the_owners_access_is_not_made_by_default(
+    emulator: EmulatorServer,
 ) -> None:
-    emma = next(u for u in emulator.store.users.values() if u.login == "emma.fischer")
-    with pytest.raises(errors.ConflictError, match="owner"):
-        adapter.apply(adapter.get_ticket(4), ChangeSet(ticket_id=4, owner=str(emma.id)))
+    adapter, metrics = owner_adapter(emulator)
+    ben = user_id(emulator, "ben.keller")  # full access to Users, none to Technical Support
+    adapter.apply(adapter.get_ticket(4), ChangeSet(ticket_id=4, owner=str(ben)))
+    run = "0123456789ab"
+    change = ChangeSet(
+        ticket_id=4,
+        queue="Technical Support",
+        note=f"queue: Technical Support (91%) - applied\n\n{footer('note', run)}",
+        run_id=run,
+    )
+    result = adapter.apply(adapter.get_ticket(4), change)
+    ticket = adapter.get_ticket(4)
+    assert (ticket.queue, ticket.owner) == ("Users", str(ben))
+    assert "queue" in result.skipped and "queue" not in result.changed
+    note = note_of(emulator, 4)
+    assert "Queue not changed to Technical Support" in note
+    assert note.rstrip().endswith(f"{footer('note', run)}</p>")
+    assert owner_events(metrics, "move_skipped") == 1
+
+
+def test_a_move_away_from_the_owners_access_can_be_made_and_says_so(
+    emulator: EmulatorServer,
+) -> None:
+    adapter, metrics = owner_adapter(emulator, owner_without_access="move")
+    ben = user_id(emulator, "ben.keller")
+    adapter.apply(adapter.get_ticket(4), ChangeSet(ticket_id=4, owner=str(ben)))
+    run = "0123456789ab"
+    change = ChangeSet(
+        ticket_id=4, queue="Technical Support", note=f"queue\n\n{footer('note', run)}", run_id=run
+    )
+    result = adapter.apply(adapter.get_ticket(4), change)
+    ticket = adapter.get_ticket(4)
+    assert (ticket.queue, ticket.owner) == ("Technical Support", None)
+    assert "queue" in result.changed
+    assert "Moved to Technical Support, where the ticket" in note_of(emulator, 4)
+    assert owner_events(metrics, "unassigned_by_move") == 1
+
+
+def test_a_move_within_the_owners_access_keeps_the_owner(emulator: EmulatorServer) -> None:
+    adapter, metrics = owner_adapter(emulator)
+    anna = user_id(emulator, "anna.schmidt")  # full access to Users and Technical Support
+    adapter.apply(adapter.get_ticket(4), ChangeSet(ticket_id=4, owner=str(anna)))
+    adapter.apply(adapter.get_ticket(4), ChangeSet(ticket_id=4, queue="Technical Support"))
+    ticket = adapter.get_ticket(4)
+    assert (ticket.queue, ticket.owner) == ("Technical Support", str(anna))
+    assert (
+        sum(
+            owner_events(metrics, o)
+            for o in ("assignment_refused", "unassigned_by_move", "unassigned", "move_skipped")
+        )
+        == 0
+    )
 
 
 def test_an_unknown_queue_is_a_conflict(emulator: EmulatorServer, adapter: ZammadAdapter) -> None:

@@ -90,6 +90,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import html
+import logging
 import threading
 import time
 import uuid
@@ -138,7 +139,11 @@ SHARED_DRAFT = "/tickets/{id}/shared_draft"
 SEARCH_MAX_PER_PAGE = 200  # Zammad caps search pages here, silently
 LIST_MAX_PER_PAGE = 100  # and ticket list pages here
 USERS_PER_PAGE = 100
+log = logging.getLogger("connector.zammad")
+
 NOBODY_ID = 1  # Zammad's placeholder owner "-"
+# How long the set of agents who may own tickets of a group is reused.
+OWNER_ACCESS_TTL_SECONDS = 60.0
 GROUP_CACHE_SECONDS = 60.0
 NAMES_CACHE_SECONDS = 60.0  # id -> name tables for groups, priorities and states
 # An id unknown right after a read does not trigger another read sooner than this.
@@ -279,8 +284,10 @@ class ZammadAdapter:
             settings, http or HttpSettings(), metrics=metrics, sleep=sleep, breaker=breaker
         )
         self._clock = clock
+        self._metrics = metrics
         self._lock = threading.Lock()
         self._me: int | None = None
+        self._full_access: dict[int, tuple[float, frozenset[int]]] = {}
         self._groups_cache: tuple[float, dict[str, _Group]] | None = None
         self._names: dict[str, _Names] = {}
         # One reader refreshes a table while the other workers wait for its answer.
@@ -613,6 +620,19 @@ class ZammadAdapter:
         group = self._groups().get(queue)
         if group is None:
             return []
+        users = self._possible_owners(group)
+        counts = self._open_ticket_counts([int(u["id"]) for u in users])
+        return [
+            Agent(
+                id=str(u["id"]),
+                login=str(u.get("login") or u["id"]),
+                open_tickets=counts.get(int(u["id"]), 0),
+            )
+            for u in users
+        ]
+
+    def _possible_owners(self, group: _Group) -> list[Mapping[str, Any]]:
+        """Active agents with full access to ``group`` (by their own or their roles' rights)."""
         me = self._my_id()
 
         def fetch(page: int) -> list[Mapping[str, Any]]:
@@ -631,20 +651,31 @@ class ZammadAdapter:
                 raise self._unexpected("GET", USERS_SEARCH)
             return [u for u in answer if isinstance(u, Mapping) and isinstance(u.get("id"), int)]
 
-        users = [
+        return [
             u
             for u in PagePaginator(fetch, per_page=USERS_PER_PAGE, max_pages=20, key=_id_key)
             if u.get("active", True) and u["id"] not in (me, NOBODY_ID)
         ]
-        counts = self._open_ticket_counts([int(u["id"]) for u in users])
-        return [
-            Agent(
-                id=str(u["id"]),
-                login=str(u.get("login") or u["id"]),
-                open_tickets=counts.get(int(u["id"]), 0),
-            )
-            for u in users
-        ]
+
+    def _may_own(self, user_id: int, group_name: str) -> bool:
+        """Whether Zammad keeps ``user_id`` as owner in ``group_name`` (cached for a minute)."""
+        group = self._groups().get(group_name)
+        if group is None:
+            return False
+        now = self._clock()
+        with self._lock:
+            cached = self._full_access.get(group.id)
+        if cached is None or now - cached[0] > OWNER_ACCESS_TTL_SECONDS:
+            ids = frozenset(int(u["id"]) for u in self._possible_owners(group))
+            cached = (now, ids)
+            with self._lock:
+                self._full_access[group.id] = cached
+        return user_id in cached[1]
+
+    def _owner_event(self, ticket_id: int, outcome: str, message: str) -> None:
+        if self._metrics is not None:
+            self._metrics.owner_conflicts.labels(helpdesk=HELPDESK, outcome=outcome).inc()
+        log.warning(message, extra={"ticket_id": ticket_id, "outcome": outcome})
 
     def _open_ticket_counts(self, user_ids: list[int]) -> dict[int, int]:
         counts: dict[int, int] = dict.fromkeys(user_ids, 0)
@@ -856,18 +887,37 @@ class ZammadAdapter:
                 fields["owner_id"] = int(change.owner)
             else:
                 fields["owner"] = change.owner
+        note, owner_moves_away = self._mind_the_owner(ticket, change, fields, skipped)
         article: dict[str, Any] | None = None
         note_footers: frozenset[str] = frozenset()
-        if change.note:
-            note_footers = find_footers([change.note])
+        if note:
+            note_footers = find_footers([note])
             if note_footers & ticket.footers:
                 skipped.append("note")
             else:
-                article = _note(change.note, subject="AI triage")
+                article = _note(note, subject="AI triage")
         if fields or article is not None:
             answer = self._update(ticket_id, fields, article, note_footers)
-            self._verify_applied(ticket_id, fields, answer)
-            changed.extend(_FIELD_NAMES[name] for name in fields)
+            refused = self._verify_applied(ticket_id, fields, answer)
+            if refused:
+                skipped.append("owner")
+                self._owner_event(
+                    ticket_id,
+                    "assignment_refused",
+                    "Zammad unassigned the owner it was given (inactive, not an agent, or "
+                    "without full access to the group)",
+                )
+            elif ticket.owner is not None and _owner(answer) is None and "owner_id" not in fields:
+                self._owner_event(
+                    ticket_id,
+                    "unassigned_by_move" if owner_moves_away else "unassigned",
+                    "Zammad unassigned the ticket's owner on this update",
+                )
+            changed.extend(
+                _FIELD_NAMES[name]
+                for name in fields
+                if not (refused and _FIELD_NAMES[name] == "owner")
+            )
             if article is not None:
                 changed.append("note")
         lowered = {t.lower() for t in ticket.tags}
@@ -899,6 +949,39 @@ class ZammadAdapter:
             note_created=article is not None,
             draft_created=draft_created,
         )
+
+    def _mind_the_owner(
+        self, ticket: Ticket, change: ChangeSet, fields: dict[str, Any], skipped: list[str]
+    ) -> tuple[str | None, bool]:
+        """A move away from the owner's access: keep the group, or move and say so.
+
+        Returns the note to post and whether the move will unassign the owner.
+        Zammad unassigns an owner without full access to the new group on save.
+        """
+        note = change.note
+        target = fields.get("group")
+        if (
+            target is None
+            or ticket.owner is None
+            or change.owner is not None
+            or self._may_own(int(ticket.owner), target)
+        ):
+            return note, False
+        if self.settings.owner_without_access == "keep_queue":
+            del fields["group"]
+            skipped.append("queue")
+            line = (
+                f"Queue not changed to {target}: the ticket's owner has no full access to it, "
+                "and Zammad would unassign them."
+            )
+            self._owner_event(ticket.id, "move_skipped", "move skipped to keep the owner")
+        else:
+            line = (
+                f"Moved to {target}, where the ticket's owner has no full access: "
+                "Zammad unassigns them."
+            )
+        moves = self.settings.owner_without_access == "move"
+        return (_before_footer(note, line) if note else note), moves
 
     def _update(
         self,
@@ -933,8 +1016,13 @@ class ZammadAdapter:
             "GET", TICKET, path={"id": ticket_id}, params={"expand": "true"}, ticket_id=ticket_id
         )
 
-    def _verify_applied(self, ticket_id: int, fields: Mapping[str, Any], answer: Any) -> None:
-        """Zammad answers 200 even when it kept an old value: compare what came back."""
+    def _verify_applied(self, ticket_id: int, fields: Mapping[str, Any], answer: Any) -> bool:
+        """Zammad answers 200 even when it kept an old value: compare what came back.
+
+        Returns True when Zammad replaced the new owner by "-" (its check that an
+        owner is an active agent with full access to the group): reported, not an
+        error, since the rest of the update stands.
+        """
         if not isinstance(answer, Mapping):
             raise self._unexpected("PUT", TICKET, ticket_id)
         ignored = []
@@ -942,9 +1030,15 @@ class ZammadAdapter:
             ignored.append("group")
         if "priority" in fields and answer.get("priority") != fields["priority"]:
             ignored.append("priority")
-        if "owner_id" in fields and answer.get("owner_id") != fields["owner_id"]:
+        owner_asked = "owner_id" in fields or "owner" in fields
+        refused = owner_asked and answer.get("owner_id") == NOBODY_ID
+        if "owner_id" in fields and answer.get("owner_id") != fields["owner_id"] and not refused:
             ignored.append("owner")
-        if "owner" in fields and str(answer.get("owner") or "").lower() != fields["owner"].lower():
+        if (
+            "owner" in fields
+            and str(answer.get("owner") or "").lower() != fields["owner"].lower()
+            and not refused
+        ):
             ignored.append("owner")
         if ignored:
             raise ConflictError(
@@ -955,6 +1049,7 @@ class ZammadAdapter:
                 status=200,
                 ticket_id=ticket_id,
             )
+        return refused
 
     def _group_name(self, answer: Mapping[str, Any]) -> str | None:
         if isinstance(answer.get("group"), str):
@@ -1174,6 +1269,15 @@ def _note(text: str, *, subject: str) -> dict[str, Any]:
         "type": "note",
         "internal": True,
     }
+
+
+def _before_footer(note: str, line: str) -> str:
+    """``note`` with ``line`` added as a paragraph before its footer (which stays last)."""
+    footers = sorted(find_footers([note]))
+    if not footers or footers[0] not in note:
+        return f"{note}\n\n{line}"
+    at = note.rindex(footers[0])
+    return f"{note[:at].rstrip()}\n\n{line}\n\n{note[at:]}"
 
 
 def _html(text: str) -> str:

@@ -21,9 +21,12 @@ Behaviour copied from Zammad, with where it was confirmed:
   an agent and ``Customer`` for a customer unless the request names one.
 - ``GET /tickets`` lists by id, ``per_page`` capped at 100; search caps it at 200.
 
-One behaviour is the emulator's own stand-in for "Zammad answered 200 but did
-not apply the value": an owner who lacks full access to the ticket's group is
-silently not set. Adapters must check the answer, as they must with Zammad.
+- Owners are checked on every save of an open ticket, as Zammad's
+  ``Ticket#check_owner_active`` does (app/models/ticket.rb): an owner who is
+  inactive, not an agent, or without *full* access to the ticket's group,
+  whether just assigned or kept through a move to another group, is replaced
+  by user 1 ("-", unassigned), and the answer is still 200. Closed tickets
+  keep their owner. Adapters must read the owner back from the answer.
 
 Besides Zammad's behaviour, the store notes when each ticket was created and
 when it first got the triage marker (``timings``), for the end-to-end
@@ -475,6 +478,7 @@ class Store:
                 owner_id = self._resolve_owner(data, ticket)
                 if owner_id is not None:
                     ticket.owner_id = owner_id
+                self._check_owner_active(ticket)
             tags = data.get("tags") or []
             for tag in tags.split(",") if isinstance(tags, str) else tags:
                 self._add_tag(ticket, str(tag))
@@ -496,7 +500,7 @@ class Store:
                 raise ApiError(403, "Not authorized")
             priority_id = self._resolve_named("priority", self.priorities, data)
             state_id = self._resolve_named("state", self.states, data)
-            owner_id = self._resolve_owner(data, ticket, group_id) if is_agent else None
+            owner_id = self._resolve_owner(data, ticket) if is_agent else None
             article_data = data.get("article")
             if article_data is not None and not isinstance(article_data, Mapping):
                 raise ApiError(422, "Invalid article")
@@ -509,6 +513,7 @@ class Store:
                 ticket.state_id = state_id
             if owner_id is not None:
                 ticket.owner_id = owner_id
+            self._check_owner_active(ticket)
             if isinstance(title, str) and title.strip():
                 ticket.title = title.strip()
             ticket.updated_at = self.clock()
@@ -825,9 +830,7 @@ class Store:
                 return user
         raise ApiError(422, f"No lookup value found for '{kind}': {_inspect(login)}")
 
-    def _resolve_owner(
-        self, data: Mapping[str, Any], ticket: Ticket, new_group_id: int | None = None
-    ) -> int | None:
+    def _resolve_owner(self, data: Mapping[str, Any], ticket: Ticket) -> int | None:
         if data.get("owner_id") not in (None, ""):
             owner_id = _as_id(data["owner_id"], "owner_id")
             if owner_id not in self.users:
@@ -836,13 +839,17 @@ class Store:
             owner_id = self._user_by_login("owner", str(data["owner"])).id
         else:
             return None
-        if owner_id == NOBODY_ID:
-            return owner_id
-        owner = self.users[owner_id]
-        group_id = new_group_id if new_group_id is not None else ticket.group_id
-        if not (owner.active and owner.has("ticket.agent") and owner.access(group_id, "full")):
-            return None  # accepted with 200 and not applied: see the module docstring
         return owner_id
+
+    def _check_owner_active(self, ticket: Ticket) -> None:
+        """Unassign an owner who may not own the ticket in its group (see the module docstring)."""
+        if ticket.owner_id == NOBODY_ID or self.states[ticket.state_id].name == "closed":
+            return
+        owner = self.users.get(ticket.owner_id)
+        if owner is None or not (
+            owner.active and owner.has("ticket.agent") and owner.access(ticket.group_id, "full")
+        ):
+            ticket.owner_id = NOBODY_ID
 
     def _customer_for(self, user: User, data: Mapping[str, Any]) -> User:
         if not user.has("ticket.agent"):
