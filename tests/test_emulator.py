@@ -545,6 +545,38 @@ def test_creating_a_ticket_fires_a_signed_webhook(receiver: WebhookReceiver) -> 
         assert payload["article"]["sender"] == "Customer"
 
 
+def test_the_webhook_payload_has_zammads_default_shape(receiver: WebhookReceiver) -> None:
+    with receiver.server() as server:
+        created = create(server)
+        assert receiver.wait_for(1)
+        ticket = json.loads(receiver.deliveries[0].body)["ticket"]
+        article = json.loads(receiver.deliveries[0].body)["article"]
+        assert list(ticket) == sorted(ticket)
+        for association in ("owner", "customer", "created_by", "updated_by"):
+            user = ticket[association]
+            assert isinstance(user, dict) and user["id"] == ticket[f"{association}_id"]
+            assert not {"group_ids", "groups", "password", "preferences"} & set(user)
+        assert ticket["group"]["id"] == ticket["group_id"] and ticket["group"]["name"] == "Users"
+        assert ticket["priority"]["id"] == ticket["priority_id"]
+        assert isinstance(ticket["priority"]["name"], str)
+        assert ticket["organization"] == {}
+        assert ticket["state"] == "new"  # a name: state is not among the associations
+        assert "tags" not in ticket
+        assert article["ticket_id"] == created.json()["id"]
+        assert article["created_by"]["id"] == article["created_by_id"]
+        assert article["accounted_time"] == 0
+
+
+def test_a_ticket_created_without_an_article_sends_an_empty_article(
+    receiver: WebhookReceiver,
+) -> None:
+    with receiver.server() as server:
+        payload = {k: v for k, v in NEW_TICKET.items() if k != "article"}
+        assert create(server, payload).status_code == 201
+        assert receiver.wait_for(1)
+        assert json.loads(receiver.deliveries[0].body)["article"] == {}
+
+
 def test_each_delivery_has_its_own_id(receiver: WebhookReceiver) -> None:
     with receiver.server() as server:
         for _ in range(3):

@@ -275,12 +275,7 @@ class EmulatorApp:
     def _fire_webhook(self, ticket: Ticket, article: Any) -> None:
         if self.webhooks is None:
             return
-        store = self.store
-        payload = {
-            "ticket": {**shapes.ticket_json(store, ticket, expand=True), "tags": list(ticket.tags)},
-            "article": shapes.article_json(store, article) if article is not None else {},
-        }
-        self.webhooks.submit(ticket.id, payload)
+        self.webhooks.submit(ticket.id, shapes.webhook_payload(self.store, ticket, article))
 
     # -- shared drafts -----------------------------------------------------------------
 

@@ -194,6 +194,54 @@ def group_json(g: Group) -> dict[str, Any]:
     }
 
 
+# What Zammad's default webhook payload leaves out of every user it embeds
+# (TriggerWebhookJob::RecordPayload::Base::USER_ATTRIBUTE_BLACKLIST).
+_WEBHOOK_USER_OMITS = ("group_ids", "groups", "password", "preferences", "last_login")
+
+
+def webhook_payload(store: Store, t: Ticket, article: Article | None) -> dict[str, Any]:
+    """A trigger's default payload (TriggerWebhookJob::RecordPayload), as Zammad builds it.
+
+    The ticket's attributes with association names, keys sorted; then owner,
+    customer, created_by, updated_by, organization, priority and group each
+    replaced by the associated record's attributes (``{}`` when the id is
+    blank), users without their group rights and preferences. ``state`` stays
+    a name. The article's created_by and updated_by become objects too, and it
+    is ``{}`` when the trigger fired without one.
+    """
+
+    def user(user_id: int | None) -> dict[str, Any]:
+        found = store.users.get(user_id) if user_id is not None else None
+        if found is None:
+            return {}
+        data = user_json(store, found, expand=True)
+        return {k: v for k, v in sorted(data.items()) if k not in _WEBHOOK_USER_OMITS}
+
+    ticket = ticket_json(store, t, expand=True)
+    with store.lock:
+        priority = store.priorities[t.priority_id]
+        group = store.groups[t.group_id]
+    ticket.update(
+        owner=user(t.owner_id),
+        customer=user(t.customer_id),
+        created_by=user(t.created_by_id),
+        updated_by=user(t.updated_by_id),
+        organization={},
+        priority={"active": priority.active, "id": priority.id, "name": priority.name},
+        group=dict(sorted(group_json(group).items())),
+    )
+    payload_article: dict[str, Any] = {}
+    if article is not None:
+        payload_article = article_json(store, article)
+        payload_article.update(
+            created_by=user(article.created_by_id),
+            updated_by=user(article.created_by_id),
+            accounted_time=0,
+        )
+        payload_article = dict(sorted(payload_article.items()))
+    return {"ticket": dict(sorted(ticket.items())), "article": payload_article}
+
+
 def draft_assets(d: SharedDraft) -> dict[str, Any]:
     return {
         "TicketSharedDraftZoom": {
