@@ -823,3 +823,21 @@ def test_in_process_helpers_for_the_demo(receiver: WebhookReceiver) -> None:
         assert ticket.updated_by_id == ticket.customer_id
         assert receiver.wait_for(1)
         assert json.loads(receiver.deliveries[0].body)["ticket"]["id"] == new_id
+
+
+def test_listing_groups_can_need_admin_group_as_before_zammad_6_5() -> None:
+    server = EmulatorServer(groups_need_admin=True)
+    server.start()
+    try:
+        agent = requests.Session()
+        agent.headers["Authorization"] = f"Token token={server.token}"
+        refused = agent.get(f"{server.api_url}/groups")
+        assert refused.status_code == 403
+        me = agent.get(f"{server.api_url}/users/me").json()
+        full = agent.get(f"{server.api_url}/users/{me['id']}", params={"full": "true"}).json()
+        assert full["id"] == me["id"]
+        groups = {g["name"] for g in full["assets"]["Group"].values()}
+        assert groups == {g.name for g in server.store.groups.values()}
+        assert "password" not in full["assets"]["User"][str(me["id"])]
+    finally:
+        server.stop()

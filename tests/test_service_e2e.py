@@ -425,3 +425,23 @@ def test_health_metrics_and_readiness_endpoints(classifier: Any) -> None:
             }
         finally:
             service.stop()
+
+
+def test_an_agent_only_token_on_zammad_before_6_5_triages(classifier: Any) -> None:
+    port = free_port()
+    emulator = EmulatorServer(
+        seed=False,
+        webhook_url=f"http://127.0.0.1:{port}/webhooks/zammad",
+        webhook_secret=SECRET,
+        webhook_retry_delays=FAST_RETRIES,
+        groups_need_admin=True,
+    )
+    emulator.start()
+    try:
+        settings = settings_for(emulator, port, ingest={"poll": False, "sweep": False})
+        with running(settings, classifier):
+            ticket_id = emulator.create_customer_ticket(*BILLING)
+            assert wait_until(lambda: triaged(emulator, ticket_id))
+        assert notes(emulator, ticket_id) == 1
+    finally:
+        emulator.stop()

@@ -585,3 +585,31 @@ def test_the_since_cursor_catches_a_ticket_created_after_a_poll(
     ).json()
     after = [r.id for r in adapter.changed_since(cursor, page_size=100, max_pages=5)]
     assert made["id"] in after
+
+
+def test_an_agent_token_works_where_only_admins_may_list_groups(sleeps: list[float]) -> None:
+    server = EmulatorServer(groups_need_admin=True)
+    server.start()
+    try:
+        adapter = adapter_for(server, sleeps)
+        adapter.check()
+        assert set(adapter.queues()) == {g.name for g in server.store.groups.values()}
+        assert adapter.get_ticket(3).queue == "Users"
+        run = new_run_id()
+        # Human Resources has no shared drafts; the flag comes with the group's asset.
+        result = adapter.apply(
+            adapter.get_ticket(3),
+            ChangeSet(
+                ticket_id=3,
+                queue="Human Resources",
+                draft=f"d\n\n{footer('draft', run)}",
+                run_id=run,
+            ),
+        )
+        assert result.changed == ("queue", "draft_note")
+        assert adapter.get_ticket(3).queue == "Human Resources"
+        requests_made = server.stats.snapshot()["requests"]
+        assert requests_made["GET /api/v1/groups"] == 1  # refused once, then not asked again
+        assert requests_made["GET /api/v1/users/{id}"] >= 1
+    finally:
+        server.stop()

@@ -105,6 +105,7 @@ from connector.circuit import CircuitBreaker
 from connector.config import HttpSettings, MarkerSettings, ZammadSettings
 from connector.domain import Agent, ApplyResult, ChangeSet, Claim, ClaimResult, Ticket, TicketRef
 from connector.errors import (
+    AuthError,
     ConfigError,
     ConflictError,
     HelpdeskConfigError,
@@ -122,6 +123,7 @@ HELPDESK = "zammad"
 
 # Endpoints, relative to https://HOST/api/v1. Metrics label calls with these templates.
 ME = "/users/me"
+USER = "/users/{id}"
 USERS_SEARCH = "/users/search"
 GROUPS = "/groups"
 PRIORITIES = "/ticket_priorities"
@@ -288,6 +290,7 @@ class ZammadAdapter:
         self._lock = threading.Lock()
         self._me: int | None = None
         self._full_access: dict[int, tuple[float, frozenset[int]]] = {}
+        self._groups_via_user = False
         self._groups_cache: tuple[float, dict[str, _Group]] | None = None
         self._names: dict[str, _Names] = {}
         # One reader refreshes a table while the other workers wait for its answer.
@@ -741,9 +744,7 @@ class ZammadAdapter:
             cached = self._groups_cache
         if cached is not None and not refresh and now - cached[0] < GROUP_CACHE_SECONDS:
             return cached[1]
-        answer = self._http.request_json("GET", GROUPS)
-        if not isinstance(answer, list):
-            raise self._unexpected("GET", GROUPS)
+        answer = self._group_records()
         groups = {
             str(g["name"]): _Group(
                 int(g["id"]), str(g["name"]), bool(g.get("shared_drafts", False))
@@ -756,6 +757,39 @@ class ZammadAdapter:
             # Names of every group, inactive ones too: a ticket may still sit in one.
             self._names["group"] = _Names(now, _by_id(answer))
         return groups
+
+    def _group_records(self) -> list[Any]:
+        """Every group as Zammad describes it, from ``GET /groups`` where the token may list them.
+
+        Before Zammad 6.5 only ``admin.group`` may list groups. With a token
+        holding only ``ticket.agent`` the groups come from the triage user's own
+        record instead (``GET /users/{id}?full=true``: User::Assets adds a Group
+        asset for each group the user has access to), which are the groups it
+        can route tickets into.
+        """
+        with self._lock:
+            via_user = self._groups_via_user
+        if not via_user:
+            try:
+                answer = self._http.request_json("GET", GROUPS)
+            except AuthError:
+                log.info(
+                    "this token may not list groups (Zammad before 6.5 needs admin.group): "
+                    "reading the triage user's own groups instead"
+                )
+                with self._lock:
+                    self._groups_via_user = True
+            else:
+                if not isinstance(answer, list):
+                    raise self._unexpected("GET", GROUPS)
+                return answer
+        me = self._my_id()
+        answer = self._http.request_json("GET", USER, path={"id": me}, params={"full": "true"})
+        assets = answer.get("assets") if isinstance(answer, Mapping) else None
+        records = assets.get("Group") if isinstance(assets, Mapping) else None
+        if not isinstance(records, Mapping):
+            raise self._unexpected("GET", USER)
+        return [r for r in records.values() if isinstance(r, Mapping)]
 
     # -- claims and markers ------------------------------------------------------------------------
 

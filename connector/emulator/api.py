@@ -97,6 +97,7 @@ class EmulatorApp:
         routes = [
             self._api("GET", "/users/me", self.me),
             self._api("GET", "/users/search", self.users_search),
+            self._api("GET", "/users/{id}", self.user_show),
             self._api("GET", "/groups", self.groups),
             self._api("GET", "/ticket_priorities", self.priorities),
             self._api("GET", "/ticket_states", self.states),
@@ -173,6 +174,14 @@ class EmulatorApp:
         )
         expand = _flag(request, "expand")
         return JsonResponse([shapes.user_json(self.store, u, expand=expand) for u in users])
+
+    async def user_show(self, request: Request, user: User) -> Response:
+        """``GET /users/{id}``; with ``full=true`` Zammad's ``{id, assets}`` (User::Assets)."""
+        shown = self.store.show_user(user, _path_id(request))
+        if not _flag(request, "full"):
+            expand = _flag(request, "expand")
+            return JsonResponse(shapes.user_json(self.store, shown, expand=expand))
+        return JsonResponse({"id": shown.id, "assets": shapes.user_assets(self.store, shown)})
 
     async def groups(self, request: Request, user: User) -> Response:
         return JsonResponse([shapes.group_json(g) for g in self.store.list_groups(user)])
@@ -414,6 +423,14 @@ def _ticket_id(request: Request) -> int:
         return int(raw)
     except ValueError:
         raise ApiError(404, f"Couldn't find Ticket with 'id'={raw}") from None
+
+
+def _path_id(request: Request, model: str = "User") -> int:
+    raw = request.path_params["id"]
+    try:
+        return int(raw)
+    except ValueError:
+        raise ApiError(404, f"Couldn't find {model} with 'id'={raw}") from None
 
 
 def _tag_target(data: Mapping[str, Any]) -> int:

@@ -50,6 +50,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=DEFAULT_TRIAGED_TAG,
         help="marker tag whose first arrival per ticket /_emulator/timings records",
     )
+    parser.add_argument(
+        "--groups-need-admin",
+        action="store_true",
+        help="GET /groups only for admin.group, as in Zammad before 6.5",
+    )
     parser.add_argument("--log-level", default="warning", help="uvicorn log level")
 
 
@@ -81,6 +86,7 @@ def main(args: argparse.Namespace) -> int:
             webhook_retry_delays=delays,
             triaged_tag=args.triaged_tag,
             log_level=args.log_level,
+            groups_need_admin=args.groups_need_admin,
         )
     except OSError as error:
         print(f"cannot listen on {args.host}:{args.port}: {error.strerror}", file=sys.stderr)

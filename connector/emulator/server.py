@@ -67,6 +67,7 @@ class EmulatorServer:
         triaged_tag: str = DEFAULT_TRIAGED_TAG,
         clock: Callable[[], datetime] | None = None,
         log_level: str = "warning",
+        groups_need_admin: bool = False,
     ) -> None:
         self.host = host
         self.token = token
@@ -74,7 +75,12 @@ class EmulatorServer:
         self._log_level = log_level
         self.stats = Stats()
         self.timings = Timings(triaged_tag)
-        self.store = Store(clock=clock, stats=self.stats, timings=self.timings)
+        self.store = Store(
+            clock=clock,
+            stats=self.stats,
+            timings=self.timings,
+            groups_need_admin=groups_need_admin,
+        )
         self.faults = FaultInjector(self.stats)
         self._seed_data = self._seed_source(seed)
         self.triage_user = self._reseed()

@@ -182,6 +182,19 @@ def user_json(store: Store, u: User, *, expand: bool = False) -> dict[str, Any]:
     return data
 
 
+def user_assets(store: Store, u: User) -> dict[str, Any]:
+    """The assets ``GET /users/{id}?full=true`` carries: the user, and the groups it may access.
+
+    User::Assets adds a Group asset for each of the user's own group ids; the
+    password never leaves.
+    """
+    with store.lock:
+        groups = {
+            str(gid): group_json(store.groups[gid]) for gid in u.group_access if gid in store.groups
+        }
+    return {"User": {str(u.id): user_json(store, u)}, "Group": groups}
+
+
 def group_json(g: Group) -> dict[str, Any]:
     return {
         "id": g.id,

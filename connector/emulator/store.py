@@ -187,7 +187,9 @@ class Store:
         clock: Callable[[], datetime] | None = None,
         stats: Stats | None = None,
         timings: Timings | None = None,
+        groups_need_admin: bool = False,
     ) -> None:
+        self.groups_need_admin = groups_need_admin
         self._lock = threading.RLock()
         self.clock = clock or (lambda: datetime.now(UTC))
         self.stats = stats or Stats()
@@ -326,9 +328,23 @@ class Store:
     # -- lookups -----------------------------------------------------------------------------------
 
     def list_groups(self, user: User) -> list[Group]:
+        # Zammad before 6.5 (Controllers::GroupsControllerPolicy) lets only admin.group list
+        # groups; from 6.5 on agents and customers may too.
+        if self.groups_need_admin and not user.has("admin.group"):
+            raise ApiError(403, "Not authorized")
         self._require_agent(user)
         with self._lock:
             return list(self.groups.values())
+
+    def show_user(self, viewer: User, user_id: int) -> User:
+        """``GET /users/{id}``: agents and admins see anyone; others only themselves."""
+        with self._lock:
+            user = self.users.get(user_id)
+        if user is None:
+            raise ApiError(404, "Couldn't find User with 'id'=" + str(user_id))
+        if viewer.id != user.id and not (viewer.has("ticket.agent") or viewer.has("admin.user")):
+            raise ApiError(403, "Not authorized")
+        return user
 
     def list_priorities(self) -> list[Named]:
         with self._lock:
