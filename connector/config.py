@@ -123,7 +123,7 @@ class HttpSettings(Section):
     ca_bundle: Path | None = None
     """A CA bundle file to verify the helpdesk's certificate with (private CAs)."""
     pool_size: int = Field(16, ge=1, le=256)
-    """Keep-alive connections kept open to the helpdesk."""
+    """Keep-alive connections kept open to the helpdesk; raised to ingest.concurrency + 4."""
     circuit: CircuitSettings = Field(default_factory=CircuitSettings)
     """The circuit breaker around every helpdesk call."""
 

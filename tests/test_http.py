@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
@@ -261,3 +262,52 @@ def test_retry_after_forms() -> None:
     assert parse_retry_after("") is None
     assert parse_retry_after(None) is None
     assert parse_retry_after("nan") is None
+
+
+def test_the_pool_is_as_large_as_the_threads_sharing_it_so_nothing_is_discarded(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    import threading
+    import time as clock
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from connector.adapters.factory import build_adapter
+    from connector.config import load_settings
+
+    class ClosesEveryConnection(BaseHTTPRequestHandler):  # as Znuny's Apache does
+        protocol_version = "HTTP/1.1"
+
+        def do_GET(self) -> None:
+            clock.sleep(0.02)
+            self.send_response(200)
+            self.send_header("Content-Length", "2")
+            self.send_header("Connection", "close")
+            self.end_headers()
+            self.wfile.write(b"{}")
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), ClosesEveryConnection)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        settings = load_settings(
+            helpdesk="znuny",
+            znuny={"url": f"http://127.0.0.1:{server.server_port}", "password": "x"},
+            ingest={"concurrency": 24},
+        )
+        client = build_adapter(settings)._http  # type: ignore[attr-defined]
+        caplog.set_level(logging.WARNING, logger="urllib3")
+
+        def work() -> None:
+            for _ in range(4):
+                client.request("GET", "/Ticket/1")
+
+        threads = [threading.Thread(target=work) for _ in range(28)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert not [r for r in caplog.records if "pool is full" in r.getMessage()]
+    finally:
+        server.shutdown()

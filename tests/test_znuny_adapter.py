@@ -376,6 +376,22 @@ def test_credentials_never_reach_errors_or_logs(
     assert refused.value.code == "TicketUpdate.InvalidParameter"
 
 
+def test_an_update_znuny_refuses_as_invalid_names_the_values_and_the_configured_queue(
+    make: Callable[..., ZnunyAdapter], mocked: responses.RequestsMock
+) -> None:
+    adapter = make(use_session=False)
+    mocked.patch(
+        f"{BASE}/Ticket/7",
+        json={"Error": {"ErrorCode": "TicketUpdate.InvalidParameter", "ErrorMessage": "x"}},
+    )
+    with pytest.raises(errors.ConflictError) as refused:
+        adapter.apply(plain_ticket(), ChangeSet(ticket_id=7, queue="Billing", priority="4 high"))
+    message = str(refused.value)
+    assert "queue 'Billing'" in message and "priority '4 high'" in message
+    assert "listed in znuny.queues" in message
+    assert refused.value.code == "TicketUpdate.InvalidParameter"
+
+
 # -- error mapping ----------------------------------------------------------------------------
 
 

@@ -579,7 +579,10 @@ class ZnunyAdapter:
 
         note_created = False
         if request:
-            answer = self._update(ticket.id, request, with_article=note_due)
+            try:
+                answer = self._update(ticket.id, request, with_article=note_due)
+            except ConflictError as error:
+                raise self._named_refusal(error, fields) from None
             note_created = note_due and self._confirm_article(answer, ticket.id)
         if fields:
             self._confirm_fields(ticket.id, fields)
@@ -871,6 +874,29 @@ class ZnunyAdapter:
             data=request,
             ticket_id=ticket_id,
             retry=not with_article,
+        )
+
+    def _named_refusal(self, error: ConflictError, fields: Sequence[tuple[str, str]]) -> Exception:
+        """Znuny's bare ``TicketUpdate.InvalidParameter``, with the values it may mean.
+
+        Znuny names neither the field nor the value; a queue listed in
+        ``znuny.queues`` that Znuny lacks is the usual cause.
+        """
+        if not (error.code or "").endswith("InvalidParameter") or not fields:
+            return error
+        values = ", ".join(f"{name} {value!r}" for name, value in fields)
+        hint = ""
+        queue = dict(fields).get("queue")
+        if queue is not None and queue in self._settings.queues:
+            hint = f"; is queue {queue!r} (listed in znuny.queues) really in Znuny?"
+        return ConflictError(
+            f"Znuny refused the update as InvalidParameter, setting {values}{hint}",
+            helpdesk=HELPDESK,
+            method=error.method,
+            endpoint=error.endpoint,
+            status=error.status,
+            ticket_id=error.ticket_id,
+            code=error.code,
         )
 
     def _field_changes(self, change: ChangeSet) -> list[tuple[str, str]]:
