@@ -37,6 +37,7 @@ import json
 import math
 import os
 import platform
+import random
 import sys
 import time
 import warnings
@@ -119,6 +120,8 @@ def read_rows(
     Text comes from ``subject`` and/or ``body``, or from ``text`` (a
     sentiment-style file). A file must have text and at least one head column.
     Empty label cells mean "no label for this head" and the row does not train it.
+    ``limit`` keeps a sample of that many labelled rows, the same on every run and
+    in file order: the first rows of a file sorted by label would be few classes.
     """
     csv.field_size_limit(sys.maxsize)
     try:
@@ -139,8 +142,6 @@ def read_rows(
         rows: list[Row] = []
         try:
             for record in reader:
-                if limit is not None and len(rows) >= limit:
-                    break
                 text = _row_text(record, max_chars=max_chars, separator=separator)
                 labels: dict[str, str | tuple[str, ...]] = {}
                 for head in present:
@@ -159,7 +160,25 @@ def read_rows(
             raise DataError(f"{path}:{reader.line_num}: {error}") from None
     if not rows:
         raise DataError(f"{path}: no rows with a label for {present}")
+    if limit is not None and len(rows) > limit:
+        keep = sorted(random.Random(f"{path.name}:{limit}").sample(range(len(rows)), limit))
+        rows = [rows[index] for index in keep]
     return rows
+
+
+def split_off_dev(rows: Sequence[Row], fraction: float = 0.1) -> tuple[list[Row], list[Row]]:
+    """``(train, dev)`` by a hash of each row's text: stable across runs and file order.
+
+    For exports that come as one file. Rows with the same text land on the same
+    side, so a duplicate cannot sit in both.
+    """
+    train: list[Row] = []
+    dev: list[Row] = []
+    threshold = int(fraction * 2**32)
+    for row in rows:
+        digest = hashlib.sha256(row.text.encode("utf-8")).digest()
+        (dev if int.from_bytes(digest[:4], "big") < threshold else train).append(row)
+    return train, dev
 
 
 def _row_text(record: Mapping[str, str | None], *, max_chars: int, separator: str) -> str:

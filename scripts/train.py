@@ -82,7 +82,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--train", type=Path, action="append", required=True, help="training CSV (repeatable)"
     )
     data.add_argument(
-        "--dev", type=Path, action="append", required=True, help="dev CSV (repeatable)"
+        "--dev",
+        type=Path,
+        action="append",
+        default=[],
+        help="dev CSV (repeatable); without one, 10%% of the training rows, chosen by a hash "
+        "of their text, become the dev split",
     )
     data.add_argument(
         "--heads", default=DEFAULT_HEADS, help="comma-separated label columns to learn"
@@ -94,7 +99,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--min-tag-count", type=int, default=10, help="tags head: rarer tags are dropped"
     )
     data.add_argument(
-        "--limit-rows", type=int, default=None, help="read at most N rows per file (smoke tests)"
+        "--limit-rows",
+        type=int,
+        default=None,
+        help="a fixed sample of N rows per file (smoke tests)",
     )
 
     model = parser.add_argument_group("model")
@@ -195,7 +203,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         cross_validated = read_calibration(args.calibration_from) if args.calibration_from else None
         train_rows, train_files = read_files(args.train, heads, args)
-        dev_rows, dev_files = read_files(args.dev, heads, args)
+        if args.dev:
+            dev_rows, dev_files = read_files(args.dev, heads, args)
+        else:
+            train_rows, dev_rows = modeling.split_off_dev(train_rows)
+            dev_files = [
+                {
+                    "file": "10% of the training rows, by a hash of their text",
+                    "rows": len(dev_rows),
+                    "heads": sorted({head for row in dev_rows for head in row.labels}),
+                    "sha256": "-",
+                }
+            ]
+            log(
+                f"no --dev given: {len(dev_rows)} of {len(train_rows) + len(dev_rows)} training "
+                "rows, chosen by a hash of their text, are the dev split"
+            )
         specs = modeling.head_specs(train_rows, heads, min_tag_count=args.min_tag_count)
     except DataError as error:
         print(f"error: {error}", file=sys.stderr)
@@ -382,9 +405,11 @@ def restrict_to_known_labels(rows: list[Row], specs: Sequence[HeadSpec], log: An
     """Dev rows minus labels the training data never had (they cannot be predicted)."""
     known = {spec.name: set(spec.labels) for spec in specs}
     kept = []
-    dropped = 0
+    unknown: dict[str, set[str]] = {}
+    affected = 0
     for row in rows:
         labels = {}
+        dropped = False
         for head, value in row.labels.items():
             if head not in known:
                 continue
@@ -393,11 +418,21 @@ def restrict_to_known_labels(rows: list[Row], specs: Sequence[HeadSpec], log: An
             elif value in known[head]:
                 labels[head] = value
             else:
-                dropped += 1
+                unknown.setdefault(head, set()).add(value)
+                dropped = True
+        affected += dropped
         if labels:
             kept.append(Row(row.text, labels))
-    if dropped:
-        log(f"dev: ignored {dropped} labels unknown to the training data")
+    if unknown:
+        count = sum(len(values) for values in unknown.values())
+        listing = "; ".join(
+            f"{head}: {', '.join(sorted(values)[:5])}{' ...' if len(values) > 5 else ''}"
+            for head, values in sorted(unknown.items())
+        )
+        log(
+            f"dev: {count} labels unknown to the training data, on {affected} rows, were "
+            f"ignored ({listing})"
+        )
     return kept
 
 

@@ -852,3 +852,69 @@ class TestCrossValidatedCalibration:
         )  # fmt: skip
         assert code == 2
         assert "none.json: not a cross_validate.py report" in capsys.readouterr().err
+
+
+class TestFrictions:
+    """What an admin meets training on an export: one file, rare labels, sorted files."""
+
+    def test_without_dev_a_stable_tenth_of_the_training_rows_is_the_dev_split(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        header = ["subject", "body", "queue", "priority"]
+        train_csv = write_rows(tmp_path / "export.csv", header, synthetic(300))
+        output = tmp_path / "model"
+        code = train.main(
+            [
+                "--train", str(train_csv), "--heads", "queue", "--output", str(output),
+                "--vocab-size", "300", "--dim", "16", "--ngram-buckets", "512",
+                "--lexical-buckets", "512", "--char-buckets", "512", "--epochs", "2",
+                "--threads", "1", "--golden", "4",
+            ]
+        )  # fmt: skip
+        assert code == 0
+        said = capsys.readouterr().out
+        assert "no --dev given:" in said and "are the dev split" in said
+        labels = json.loads((output / "labels.json").read_text())
+        (dev,) = labels["training"]["dev_files"]
+        assert dev["file"].startswith("10% of the training rows")
+        assert 10 <= dev["rows"] <= 50
+        assert labels["training"]["train_files"][0]["rows"] == 300  # as read, before the split
+
+    def test_the_split_is_by_text_so_runs_and_file_order_agree(self) -> None:
+        import modeling
+
+        rows = [modeling.Row(f"text {i}", {"queue": "a"}) for i in range(400)]
+        first = modeling.split_off_dev(rows)
+        again = modeling.split_off_dev(list(reversed(rows)))
+        assert {r.text for r in first[1]} == {r.text for r in again[1]}
+        assert 20 <= len(first[1]) <= 60
+
+    def test_limit_rows_samples_a_file_sorted_by_label(self, tmp_path: Path) -> None:
+        import modeling
+
+        by_label = sorted(synthetic(300), key=lambda row: row[2])
+        path = write_rows(
+            tmp_path / "sorted.csv", ["subject", "body", "queue", "priority"], by_label
+        )
+        sample = modeling.read_rows(path, ["queue"], limit=30)
+        assert len(sample) == 30
+        assert {row.labels["queue"] for row in sample} == {"Billing", "Network", "Hardware"}
+        assert modeling.read_rows(path, ["queue"], limit=30) == sample
+
+    def test_unknown_dev_labels_are_counted_as_labels_and_named(self) -> None:
+        import modeling
+
+        specs = [modeling.HeadSpec("queue", "multiclass", ("Billing", "Network"))]
+        rows = [
+            modeling.Row("a", {"queue": "Legal"}),
+            modeling.Row("b", {"queue": "Legal"}),
+            modeling.Row("c", {"queue": "Facilities"}),
+            modeling.Row("d", {"queue": "Billing"}),
+        ]
+        said: list[str] = []
+        kept = train.restrict_to_known_labels(rows, specs, said.append)
+        assert [r.text for r in kept] == ["d"]
+        assert said == [
+            "dev: 2 labels unknown to the training data, on 3 rows, were ignored "
+            "(queue: Facilities, Legal)"
+        ]
