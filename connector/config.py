@@ -437,9 +437,10 @@ class PolicySettings(Section):
     label_tags: bool = True
     """Tag tickets with the applied and suggested labels."""
     # Keep what a human already set: a ticket outside the intake queues keeps its
-    # queue, and one whose priority differs from the default keeps its priority.
+    # queue, and one whose priority differs from the default keeps its priority,
+    # unless the ticket's applied label tag shows that an earlier run set it.
     respect_human_changes: bool = True
-    """Keep a queue or priority that a person already set."""
+    """Keep a queue or priority that a person already set (not one triage applied earlier)."""
     intake_queues: list[str] = Field(default_factory=list)
     """Queues new tickets arrive in; a ticket elsewhere was routed by a person."""
     default_priority: str | None = None

@@ -255,7 +255,12 @@ class Policy:
 
     def _human_set_queue(self, ticket: Ticket) -> bool:
         intake = self.settings.intake_queues
-        return bool(self.settings.respect_human_changes and intake and ticket.queue not in intake)
+        return bool(
+            self.settings.respect_human_changes
+            and intake
+            and ticket.queue not in intake
+            and not self._set_by_triage(ticket, QUEUE_HEAD, ticket.queue)
+        )
 
     def _human_set_priority(self, ticket: Ticket) -> bool:
         default = self.settings.default_priority
@@ -264,7 +269,26 @@ class Policy:
             and default
             and ticket.priority is not None
             and ticket.priority != default
+            and not self._set_by_triage(ticket, PRIORITY_HEAD, ticket.priority)
         )
+
+    def _set_by_triage(self, ticket: Ticket, head: str, value: str | None) -> bool:
+        """Whether ``value`` is what an earlier run applied, by its label tag on the ticket.
+
+        Read from the ticket itself, so it holds on every helpdesk, whoever made
+        the last change (on Znuny a re-triage request is itself a person's edit).
+        A person who moved the ticket since has left a value the tag does not name.
+        """
+        if value is None or not self.settings.label_tags:
+            return False
+        if head == QUEUE_HEAD:
+            mapped = self.settings.queue_map.items() if not self._described else ()
+            labels = {value} | {label for label, target in mapped if target == value}
+        else:
+            labels = {label for label, target in self.priority_map.items() if target == value}
+        prefix = self.markers.label_tag_prefix
+        applied = {f"{prefix}{head}:{slug(label)}".lower() for label in labels}
+        return any(tag.lower() in applied for tag in ticket.tags)
 
     @staticmethod
     def _field_change(decision: Decision | None) -> str | None:

@@ -153,6 +153,39 @@ def test_human_choices_are_kept() -> None:
     assert plan.change.priority == "3 high"
 
 
+def test_a_value_an_earlier_run_applied_is_not_a_human_choice() -> None:
+    """Re-triage may re-route what triage routed, on every helpdesk: its tag says so."""
+    p = policy(intake_queues=["Users"], default_priority="2 normal")
+    routed_by_triage = ticket(
+        queue="Technical Support",
+        priority="3 high",
+        tags=frozenset({"ai:queue:technical-support", "AI:Priority:High"}),
+    )
+    plan = p.decide(
+        routed_by_triage,
+        prediction(queue=("Billing and Payments", 0.99), priority=("low", 0.99)),
+        "a" * 12,
+    )
+    assert [d.action for d in plan.decisions] == [Action.APPLY, Action.APPLY]
+    assert (plan.change.queue, plan.change.priority) == ("Billing and Payments", "1 low")
+    # Moved by a person after triage: the tag names another queue, so the person's choice stays.
+    moved_since = ticket(
+        queue="General Inquiry", priority="1 low", tags=frozenset({"ai:queue:technical-support"})
+    )
+    plan = p.decide(
+        moved_since,
+        prediction(queue=("Billing and Payments", 0.99), priority=("high", 0.99)),
+        "a" * 12,
+    )
+    assert [d.action for d in plan.decisions] == [Action.KEEP, Action.KEEP]
+    # A suggestion is not an application: the person took it.
+    suggested = ticket(
+        queue="Technical Support", tags=frozenset({"ai:suggest:queue:technical-support"})
+    )
+    plan = p.decide(suggested, prediction(queue=("Billing and Payments", 0.99)), "a" * 12)
+    assert plan.decisions[0].action is Action.KEEP
+
+
 def test_escalation_combines_heads() -> None:
     rule = EscalationRule(
         name="angry-high",
