@@ -13,6 +13,10 @@ queue head uses follows ``policy.queue_source``:
   while trained on another organisation's tickets (the bundled one is), and
   with an organisation's own history the trained head alone is as good as the
   combination (scripts/evaluate_descriptions.py, docs/queues.md).
+
+A ticket with no text (subject and body empty after cleaning) gets a uniform
+distribution on every head: it is never applied or suggested, and goes to
+review.
 """
 
 from __future__ import annotations
@@ -68,6 +72,27 @@ class Predictor:
         return labels
 
     def predict(self, items: Sequence[TextInput]) -> list[Prediction]:
+        predictions = self._predict(items)
+        # A ticket with no text left after cleaning has nothing to decide on: whatever the
+        # heads say about an empty string is their prior, not a judgment about the ticket.
+        return [
+            self._knowing_nothing(p) if not self.classifier.prepare(item) else p
+            for item, p in zip(items, predictions, strict=True)
+        ]
+
+    def _knowing_nothing(self, prediction: Prediction) -> Prediction:
+        labels = self.labels
+        return Prediction(
+            heads={
+                head: head_prediction(
+                    labels[head], np.full(len(labels[head]), 1 / len(labels[head]))
+                )
+                for head in prediction.heads
+            },
+            model_version=prediction.model_version,
+        )
+
+    def _predict(self, items: Sequence[TextInput]) -> list[Prediction]:
         if self.queues is None:
             return self.classifier.predict(items)
         predictions, embeddings = self.classifier.predict_and_embed(items)

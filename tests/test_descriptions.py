@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -176,3 +177,29 @@ def test_demo_queues_describe_every_demo_queue() -> None:
     for name, entry in queues.items():
         assert QueueTexts(entry["description"], tuple(entry.get("examples", ())))
         assert entry["description"].strip(), name
+
+
+@pytest.mark.parametrize(
+    "item", [TextInput("", ""), TextInput("  ", "<p>&nbsp;</p>", "text/html"), TextInput("", b"")]
+)
+def test_a_ticket_without_text_is_left_for_review(bundled: Classifier, item: TextInput) -> None:
+    policy_settings = PolicySettings(queues=demo_queues())
+    predictor = Predictor(bundled, policy_settings)
+    [prediction] = predictor.predict([item])
+    for head in prediction.heads:
+        labels = predictor.labels[head]
+        assert prediction[head].confidence == pytest.approx(1 / len(labels)), head
+    plan = Policy(policy_settings, MarkerSettings(), HelpdeskKind.ZAMMAD).decide(
+        _ticket_for(item), prediction, "a" * 12
+    )
+    assert plan.outcome == "review"
+    assert plan.change.queue is None and plan.change.priority is None
+    # A ticket with words is judged as before.
+    [worded] = predictor.predict([TextInput("Invoice charged twice", "Please refund it.")])
+    assert worded["queue"].confidence > 0.5
+
+
+def _ticket_for(item: TextInput) -> Any:
+    from connector.domain import Ticket
+
+    return Ticket(id=1, subject=str(item.subject), body=str(item.body), queue="Users")
