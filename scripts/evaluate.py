@@ -41,6 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import modeling
+import thresholds as threshold_choice
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import (
@@ -94,6 +95,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=",".join(str(t) for t in DEFAULT_THRESHOLDS),
         help="comma-separated confidence thresholds for the precision/coverage table",
     )
+    parser.add_argument(
+        "--target-precision",
+        type=float,
+        default=0.9,
+        help="coverage at this precision is compared too (the share a head could apply)",
+    )
     parser.add_argument("--no-baseline", action="store_true", help="skip the TF-IDF baseline")
     parser.add_argument("--card", action="store_true", help="write the results into MODEL_CARD.md")
     parser.add_argument(
@@ -133,13 +140,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                 thresholds,
                 multilabel=system.spec.heads[system.heads.index(head)].kind == "multilabel",
                 keep_rows=args.keep_rows and system is classifier,
+                target_precision=args.target_precision,
             )
             for head in heads
             if head in system.labels and any(v is not None for v in test.labels[head])
         }
     if not args.no_baseline and args.train:
         started = time.perf_counter()
-        results[BASELINE] = baseline_results(args.train, test, heads, classifier, thresholds)
+        results[BASELINE] = baseline_results(
+            args.train, test, heads, classifier, thresholds, target_precision=args.target_precision
+        )
         print(f"{BASELINE}: trained and scored in {time.perf_counter() - started:.1f} s")
 
     paired = paired_comparison(results)
@@ -159,6 +169,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(summary_table(results))
     if paired:
         print(paired_table(paired))
+        for line in verdict(paired):
+            print(line)
     print(f"wrote {args.output}/evaluation.md, evaluation.json, precision_coverage.png")
     if args.card:
         modeling.update_card(args.model, "evaluation", markdown)
@@ -219,6 +231,7 @@ def score_head(
     *,
     multilabel: bool = False,
     keep_rows: bool = False,
+    target_precision: float = 0.9,
 ) -> dict[str, Any]:
     """All figures for one head on the rows that carry its label.
 
@@ -246,6 +259,8 @@ def score_head(
         "kind": "multiclass",
         "_gold": gold,  # for the paired comparison; dropped before the report is written
         "_predicted": predicted,
+        "_confidence": confidence,
+        "_correct": correct,
         "rows": len(rows),
         "accuracy": float(accuracy_score(gold, predicted)),
         "macro_f1": float(f1_score(gold, predicted, average="macro", zero_division=0)),
@@ -269,6 +284,7 @@ def score_head(
         "precision_coverage": [
             _point(point) for point in precision_coverage(confidence, correct, thresholds)
         ],
+        "at_target": _at_target(confidence, correct, target_precision),
     }
     if keep_rows:
         index = {label: i for i, label in enumerate(labels)}
@@ -416,6 +432,7 @@ def baseline_results(
     classifier: Classifier,
     thresholds: Sequence[float],
     recipe: BaselineRecipe = BaselineRecipe(),
+    target_precision: float = 0.9,
 ) -> dict[str, Any]:
     """The TF-IDF baseline per single-label head, trained on ``train_paths``."""
     train = read_labelled(train_paths, heads)
@@ -436,7 +453,11 @@ def baseline_results(
         )
         probabilities = model.predict_proba(features.transform(prepared_test))
         results[head] = score_head(
-            [str(c) for c in model.classes_], test.labels[head], probabilities, thresholds
+            [str(c) for c in model.classes_],
+            test.labels[head],
+            probabilities,
+            thresholds,
+            target_precision=target_precision,
         )
     return results
 
@@ -498,6 +519,17 @@ def _head_order(results: dict[str, dict[str, Any]]) -> Any:
     return lambda head: order.get(head, len(order))
 
 
+def _at_target(confidence: np.ndarray, correct: np.ndarray, target: float) -> dict[str, Any]:
+    """The lowest threshold reaching ``target`` precision (20 decisions or more), its coverage."""
+    choice = threshold_choice.choose_threshold(confidence, correct, target)
+    return {
+        "target_precision": target,
+        "threshold": choice.threshold if choice else None,
+        "coverage": choice.coverage if choice else 0.0,
+        "precision": choice.precision if choice else None,
+    }
+
+
 def paired_comparison(
     results: dict[str, dict[str, Any]], resamples: int = 1000, seed: int = 0
 ) -> list[dict[str, Any]]:
@@ -516,6 +548,7 @@ def paired_comparison(
             continue
         gold = np.array(figures["_gold"])
         mine = np.array(figures["_predicted"])
+        target = figures["at_target"]["target_precision"]
         samples = [rng.integers(0, len(gold), len(gold)) for _ in range(resamples)]
         for other in names[1:]:
             theirs_figures = results[other].get(head)
@@ -526,6 +559,18 @@ def paired_comparison(
                 [
                     f1_score(gold[i], mine[i], average="macro", zero_division=0)
                     - f1_score(gold[i], theirs[i], average="macro", zero_division=0)
+                    for i in samples
+                ]
+            )
+            # Each system picks its own threshold on each resample, as an admin would.
+            coverage = np.array(
+                [
+                    threshold_choice.coverage_at(
+                        figures["_confidence"][i], figures["_correct"][i], target
+                    )
+                    - threshold_choice.coverage_at(
+                        theirs_figures["_confidence"][i], theirs_figures["_correct"][i], target
+                    )
                     for i in samples
                 ]
             )
@@ -540,18 +585,84 @@ def paired_comparison(
                         float(np.percentile(differences, 97.5)),
                     ],
                     "share_not_worse": float(np.mean(differences >= 0)),
+                    "target_precision": target,
+                    "coverage_difference": figures["at_target"]["coverage"]
+                    - theirs_figures["at_target"]["coverage"],
+                    "coverage_interval_95": [
+                        float(np.percentile(coverage, 2.5)),
+                        float(np.percentile(coverage, 97.5)),
+                    ],
                 }
             )
     for per_head in results.values():
         for figures in per_head.values():
-            figures.pop("_gold", None)
-            figures.pop("_predicted", None)
+            for key in ("_gold", "_predicted", "_confidence", "_correct"):
+                figures.pop(key, None)
     return rows
+
+
+def verdict(paired: Sequence[dict[str, Any]]) -> list[str]:
+    """One plain line per other system: where the model is better, worse, or not clearly either.
+
+    Better or worse only where the paired 95 % interval of the macro-F1 or of the
+    coverage difference leaves out zero; a head with one better and one worse is
+    mixed.
+    """
+    by_other: dict[str, list[dict[str, Any]]] = {}
+    for row in paired:
+        by_other.setdefault(row["against"], []).append(row)
+    lines = []
+    for other, rows in by_other.items():
+        better, worse, mixed, unclear = [], [], [], []
+        for row in rows:
+            signs = {
+                _sign(row["interval_95"]),
+                _sign(row.get("coverage_interval_95", [-1.0, 1.0])),
+            } - {0}
+            target = row.get("target_precision", 0.9)
+            coverage = row.get("coverage_difference", 0.0)
+            figures = (
+                f"{row['head']} (macro-F1 {row['difference']:+.3f}, coverage at precision "
+                f"{target:.2f} {coverage:+.1%})"
+            )
+            if signs == {1}:
+                better.append(figures)
+            elif signs == {-1}:
+                worse.append(figures)
+            elif signs:
+                mixed.append(figures)
+            else:
+                unclear.append(row["head"])
+        parts = []
+        if better:
+            parts.append("better on " + "; ".join(better))
+        if worse:
+            parts.append("worse on " + "; ".join(worse))
+        if mixed:
+            parts.append("mixed on " + "; ".join(mixed))
+        if unclear:
+            parts.append("no clear difference on " + ", ".join(unclear))
+        lines.append(f"Verdict against {other}: " + "; ".join(parts) + ".")
+    return lines
+
+
+def _sign(interval: Sequence[float]) -> int:
+    low, high = interval
+    return 1 if low > 0 else -1 if high < 0 else 0
 
 
 def paired_table(paired: Sequence[dict[str, Any]]) -> str:
     return modeling.markdown_table(
-        ["head", "against", "macro-F1 difference", "std. error", "95 % interval", "P(not worse)"],
+        [
+            "head",
+            "against",
+            "macro-F1 difference",
+            "std. error",
+            "95 % interval",
+            "P(not worse)",
+            "coverage at target precision, difference",
+            "95 % interval",
+        ],
         [
             [
                 row["head"],
@@ -560,6 +671,8 @@ def paired_table(paired: Sequence[dict[str, Any]]) -> str:
                 f"{row['standard_error']:.3f}",
                 f"[{row['interval_95'][0]:+.3f}, {row['interval_95'][1]:+.3f}]",
                 f"{row['share_not_worse']:.2f}",
+                f"{row['coverage_difference']:+.1%} (at {row['target_precision']:.2f})",
+                f"[{row['coverage_interval_95'][0]:+.1%}, {row['coverage_interval_95'][1]:+.1%}]",
             ]
             for row in paired
         ],
@@ -603,9 +716,14 @@ def render_markdown(report: dict[str, Any]) -> str:
             "",
             "Macro-F1 of the model minus the other system's, with a paired bootstrap "
             "(1000 resamples of the test rows, both systems scored on the same rows); "
-            "P(not worse) is the share of resamples where the model is at least as good.",
+            "P(not worse) is the share of resamples where the model is at least as good. "
+            "Coverage at the target precision is the share of tickets a head could apply at "
+            "its lowest threshold that reaches it (at least 20 decisions), each system "
+            "choosing its own threshold on every resample.",
             "",
             paired_table(report["paired"]),
+            "",
+            *verdict(report["paired"]),
         ]
     model_name = next(iter(results))
     for head, figures in results[model_name].items():

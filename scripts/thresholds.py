@@ -34,6 +34,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -78,8 +79,8 @@ def wilson_lower(right: int, n: int, z: float = Z95) -> float:
 
 
 def choose_threshold(
-    confidences: Sequence[float],
-    correct: Sequence[bool],
+    confidences: Sequence[float] | np.ndarray,
+    correct: Sequence[bool] | np.ndarray,
     target: float,
     *,
     min_support: int = 20,
@@ -91,20 +92,37 @@ def choose_threshold(
     figures are exactly what ``confidence >= threshold`` gives. None when no
     threshold keeps ``min_support`` decisions at the target.
     """
-    if len(confidences) != len(correct):
+    confidence = np.asarray(confidences, dtype=float)
+    right = np.asarray(correct, dtype=bool)
+    if confidence.shape != right.shape:
         raise ValueError("confidences and correct differ in length")
-    pairs = sorted(zip(confidences, correct, strict=True), key=lambda pair: -pair[0])
-    candidates = sorted({math.floor(c * 10_000) / 10_000 for c, _ in pairs})
-    best: Choice | None = None
-    for threshold in candidates:
-        above = [ok for c, ok in pairs if c >= threshold]
-        if len(above) < min_support:
-            continue
-        right = sum(above)
-        if right / len(above) >= target:
-            best = Choice(threshold, len(above), right, total or len(pairs))
-            break
-    return best
+    if confidence.size == 0:
+        return None
+    # On the 4-decimal grid, confidence >= t exactly when its rounded-down value is >= t.
+    grid = np.floor(confidence * 10_000) / 10_000
+    values, inverse = np.unique(grid, return_inverse=True)
+    counts = np.bincount(inverse, minlength=len(values))
+    hits = np.bincount(inverse, weights=right, minlength=len(values))
+    covered = np.cumsum(counts[::-1])[::-1]  # decisions at or above each value
+    right_above = np.cumsum(hits[::-1])[::-1]
+    ok = (covered >= min_support) & (right_above >= target * covered - 1e-9)
+    if not ok.any():
+        return None
+    first = int(np.argmax(ok))
+    return Choice(
+        float(values[first]),
+        int(covered[first]),
+        round(float(right_above[first])),
+        total or int(confidence.size),
+    )
+
+
+def coverage_at(
+    confidences: np.ndarray, correct: np.ndarray, target: float, *, min_support: int = 20
+) -> float:
+    """The share of decisions that can be applied at ``target`` precision (0 when none)."""
+    choice = choose_threshold(confidences, correct, target, min_support=min_support)
+    return choice.coverage if choice else 0.0
 
 
 def read_rows(path: Path, heads: Sequence[str], limit: int | None) -> list[dict[str, str]]:

@@ -84,3 +84,31 @@ def test_the_snippet_loads_and_its_thresholds_reach_the_target(tmp_path: Path) -
     assert queue.apply < 1.0, "0.85 is within the bundled model's reach on this file"
     assert len(applied) >= 20
     assert sum(applied) / len(applied) >= 0.85
+
+
+def test_the_verdict_says_better_worse_mixed_or_unclear() -> None:
+    import evaluate
+
+    def row(head: str, f1: list[float], coverage: list[float]) -> dict[str, object]:
+        return {
+            "head": head,
+            "against": "tfidf+lr",
+            "difference": sum(f1) / 2,
+            "interval_95": f1,
+            "target_precision": 0.9,
+            "coverage_difference": sum(coverage) / 2,
+            "coverage_interval_95": coverage,
+        }
+
+    (line,) = evaluate.verdict(
+        [
+            row("queue", [0.01, 0.05], [0.02, 0.10]),
+            row("priority", [-0.06, -0.01], [-0.2, 0.0]),
+            row("type", [0.01, 0.03], [-0.3, -0.1]),
+            row("sentiment", [-0.02, 0.02], [-0.05, 0.05]),
+        ]
+    )
+    assert line.startswith("Verdict against tfidf+lr: better on queue (macro-F1 +0.030")
+    assert "worse on priority (macro-F1 -0.035" in line
+    assert "mixed on type" in line
+    assert line.endswith("no clear difference on sentiment.")

@@ -359,12 +359,17 @@ class TestScripts:
             assert row["difference"] == 0.0
             assert row["interval_95"] == [0.0, 0.0]
             assert row["share_not_worse"] == 1.0
+            assert row["coverage_difference"] == 0.0
+            assert row["coverage_interval_95"] == [0.0, 0.0]
+        assert "no clear difference on" in (output / "evaluation.md").read_text()
+        assert 0.0 <= queue["at_target"]["coverage"] <= 1.0
         baseline_rows = [row for row in report["paired"] if row["against"] == evaluate.BASELINE]
         assert len(baseline_rows) == 3
         assert all(
             r["interval_95"][0] <= r["difference"] <= r["interval_95"][1] for r in baseline_rows
         )
         assert "_predicted" not in json.dumps(report)
+        assert '"_confidence"' not in json.dumps(report)
 
     def test_benchmark_runs_and_reports(self, small_model: Path, tmp_path: Path) -> None:
         tickets = self.slice_csv(DATA / "tickets" / "test.csv", tmp_path / "t.csv", 20)
