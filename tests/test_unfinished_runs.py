@@ -70,17 +70,25 @@ def pipeline_for(adapter: MemoryAdapter, clock: Clock, predictor: CountingPredic
     )
 
 
+def failed_once(
+    step: str, error: Exception
+) -> tuple[MemoryAdapter, Clock, CountingPredictor, Pipeline]:
+    """A fresh ticket whose first run failed at ``step`` with ``error``."""
+    adapter = MemoryAdapter([new_ticket()])
+    clock, predictor = Clock(), CountingPredictor()
+    pipeline = pipeline_for(adapter, clock, predictor)
+    adapter.fail(step, error)  # type: ignore[arg-type]
+    with pytest.raises(type(error)):
+        pipeline.process(1)
+    return adapter, clock, predictor, pipeline
+
+
 def label_tags(adapter: MemoryAdapter) -> set[str]:
     return {t for t in adapter.store[1].ticket.tags if t.startswith("ai:")}
 
 
 def test_an_unanswered_write_waits_then_finishes_the_decision_it_started() -> None:
-    adapter = MemoryAdapter([new_ticket()])
-    clock, predictor = Clock(), CountingPredictor()
-    pipeline = pipeline_for(adapter, clock, predictor)
-    adapter.fail("after_note", NetworkError("read timed out"))
-    with pytest.raises(NetworkError):
-        pipeline.process(1)
+    adapter, clock, predictor, pipeline = failed_once("after_note", NetworkError("read timed out"))
     moved_to = adapter.store[1].ticket.queue
     assert moved_to == "Billing and Payments"
     reads = adapter.writes.copy()
@@ -106,12 +114,7 @@ def test_an_unanswered_write_waits_then_finishes_the_decision_it_started() -> No
 
 
 def test_a_change_made_by_a_person_meanwhile_is_not_undone() -> None:
-    adapter = MemoryAdapter([new_ticket()])
-    clock, predictor = Clock(), CountingPredictor()
-    pipeline = pipeline_for(adapter, clock, predictor)
-    adapter.fail("after_note", NetworkError("read timed out"))
-    with pytest.raises(NetworkError):
-        pipeline.process(1)
+    adapter, clock, _predictor, pipeline = failed_once("after_note", NetworkError("read timed out"))
     stored = adapter.store[1]
     stored.ticket = replace(stored.ticket, queue="Technical Support")  # an agent moves it
     clock.now += SETTLE + 1
@@ -177,12 +180,7 @@ def test_a_refusal_that_wrote_nothing_is_retried_without_the_wait(refusal: Excep
 
 
 def test_a_failed_marker_write_is_finished_without_deciding_again() -> None:
-    adapter = MemoryAdapter([new_ticket()])
-    clock, predictor = Clock(), CountingPredictor()
-    pipeline = pipeline_for(adapter, clock, predictor)
-    adapter.fail("finish", NetworkError("read timed out"))
-    with pytest.raises(NetworkError):
-        pipeline.process(1)
+    adapter, _clock, predictor, pipeline = failed_once("finish", NetworkError("read timed out"))
     writes = adapter.writes.copy()
     record = pipeline.process(1)
     assert predictor.calls == 1
@@ -194,12 +192,7 @@ def test_a_failed_marker_write_is_finished_without_deciding_again() -> None:
 
 
 def test_a_ticket_given_up_forgets_its_unfinished_run() -> None:
-    adapter = MemoryAdapter([new_ticket()])
-    clock, predictor = Clock(), CountingPredictor()
-    pipeline = pipeline_for(adapter, clock, predictor)
-    adapter.fail("after_note", NetworkError("read timed out"))
-    with pytest.raises(NetworkError):
-        pipeline.process(1)
+    adapter, _clock, predictor, pipeline = failed_once("after_note", NetworkError("read timed out"))
     pipeline.give_up(1)
     assert adapter.store[1].failed
     # A later re-triage request starts afresh, without waiting for the old write.
@@ -277,11 +270,6 @@ def test_updates_committed_after_the_client_timed_out_post_one_note_each(classif
     ids=["read-timeout", "502"],
 )
 def test_errors_after_which_the_write_may_have_landed_wait(error: Exception) -> None:
-    adapter = MemoryAdapter([new_ticket()])
-    clock, predictor = Clock(), CountingPredictor()
-    pipeline = pipeline_for(adapter, clock, predictor)
-    adapter.fail("after_note", error)  # type: ignore[arg-type]
-    with pytest.raises(type(error)):
-        pipeline.process(1)
+    _adapter, _clock, _predictor, pipeline = failed_once("after_note", error)
     with pytest.raises(WriteUnsettled):
         pipeline.process(1)

@@ -1308,12 +1308,25 @@ def triage_predict(ticket: Ticket) -> Prediction:
     )
 
 
+def triage_pipeline(adapter: ZnunyAdapter) -> Pipeline:
+    """The real pipeline with the default policy over ``adapter``, on a fixed clock."""
+    markers = MarkerSettings(claim_ttl_seconds=300)
+    policy_settings = PolicySettings()
+    return Pipeline(
+        adapter,
+        triage_predict,
+        Policy(policy_settings, markers, HelpdeskKind.ZNUNY),
+        policy_settings,
+        markers,
+        Metrics(),
+        now=lambda: NOW,
+    )
+
+
 @pytest.mark.parametrize("search_method", ["GET", "POST"])
 def test_the_pipeline_triages_each_ticket_once_through_the_adapter(
     make: Callable[..., ZnunyAdapter], search_method: str
 ) -> None:
-    markers = MarkerSettings(claim_ttl_seconds=300)
-    policy_settings = PolicySettings()
     with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
         server = FakeZnuny(mock, search_method=search_method)
         for ticket_id in range(1, 6):
@@ -1322,15 +1335,7 @@ def test_the_pipeline_triages_each_ticket_once_through_the_adapter(
         server.add(7, state_type="closed")
         route = "/TicketSearch" if search_method == "POST" else "/Ticket"
         adapter = make(search_method=search_method, search_route=route)
-        pipeline = Pipeline(
-            adapter,
-            triage_predict,
-            Policy(policy_settings, markers, HelpdeskKind.ZNUNY),
-            policy_settings,
-            markers,
-            Metrics(),
-            now=lambda: NOW,
-        )
+        pipeline = triage_pipeline(adapter)
 
         todo = ids_of(adapter.untriaged(page_size=2, max_pages=50))
         assert todo == [1, 2, 3, 4, 5]
@@ -1364,22 +1369,12 @@ def test_the_pipeline_triages_each_ticket_once_through_the_adapter(
 def test_an_update_znuny_committed_but_did_not_answer_is_finished_as_decided(
     make: Callable[..., ZnunyAdapter],
 ) -> None:
-    markers = MarkerSettings(claim_ttl_seconds=300)
-    policy_settings = PolicySettings()
     with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
         server = FakeZnuny(mock, search_method="POST")
         server.add(1)
         adapter = make(search_method="POST", search_route="/TicketSearch")
         lost = lose_answers(adapter._http, "PATCH", r"/Ticket/1$", body_contains="Article")
-        pipeline = Pipeline(
-            adapter,
-            triage_predict,
-            Policy(policy_settings, markers, HelpdeskKind.ZNUNY),
-            policy_settings,
-            markers,
-            Metrics(),
-            now=lambda: NOW,
-        )
+        pipeline = triage_pipeline(adapter)
         with pytest.raises(errors.NetworkError):
             pipeline.process(1)
         assert lost, "the update was not sent"

@@ -86,18 +86,8 @@ def wait_for(condition: Any, timeout: float = 60.0) -> bool:
     return bool(condition())
 
 
-def test_the_service_triages_an_rt_ticket_as_the_policy_says(
-    server: RTServer, admin: RTAdmin, classifier: Classifier
-) -> None:
-    start_queue, target = server.queues[0], server.queues[1]
-    ticket_id = admin.create_ticket(queue=start_queue, subject=SUBJECT, content=TEXT)
-    predicted = classifier.predict([TextInput(SUBJECT, TEXT)])[0]
-    settings = settings_for(server, classifier, target)
-    expected_priority = settings.rt.priority_levels[
-        {"low": "Low", "medium": "Medium", "high": "High"}[predicted["priority"].label]
-    ]
-
-    service = Service(settings, classifier=classifier)
+def run_until_marked(service: Service, server: RTServer, admin: RTAdmin, ticket_id: int) -> None:
+    """Run the service until RT shows the ticket's triaged marker, then stop it."""
     service.start_server_thread()
     try:
         service.check()
@@ -110,6 +100,21 @@ def test_the_service_triages_an_rt_ticket_as_the_policy_says(
         ), "RT never received the triaged marker"
     finally:
         service.stop()
+
+
+def test_the_service_triages_an_rt_ticket_as_the_policy_says(
+    server: RTServer, admin: RTAdmin, classifier: Classifier
+) -> None:
+    start_queue, target = server.queues[0], server.queues[1]
+    ticket_id = admin.create_ticket(queue=start_queue, subject=SUBJECT, content=TEXT)
+    predicted = classifier.predict([TextInput(SUBJECT, TEXT)])[0]
+    settings = settings_for(server, classifier, target)
+    expected_priority = settings.rt.priority_levels[
+        {"low": "Low", "medium": "Medium", "high": "High"}[predicted["priority"].label]
+    ]
+
+    service = Service(settings, classifier=classifier)
+    run_until_marked(service, server, admin, ticket_id)
 
     ticket = admin.ticket(ticket_id)
     assert ticket["Queue"]["Name"] == target
@@ -142,18 +147,7 @@ def test_a_comment_rt_took_but_did_not_confirm_is_finished_as_decided(
     )
     # RT writes the comment; the answer never reaches the sidecar.
     lost = lose_answers(service.adapter._http, "POST", rf"/ticket/{ticket_id}/comment$")
-    service.start_server_thread()
-    try:
-        service.check()
-        service.start_background()
-        assert wait_for(
-            lambda: (
-                admin.custom_field(ticket_id, server.marker_field)[:1] != []
-                and admin.custom_field(ticket_id, server.marker_field)[0].startswith("triaged ")
-            )
-        ), "RT never received the triaged marker"
-    finally:
-        service.stop()
+    run_until_marked(service, server, admin, ticket_id)
 
     assert lost, "the comment was never sent"
     kinds = [t["Type"] for t in admin.transactions(ticket_id)]
