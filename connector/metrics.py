@@ -146,12 +146,6 @@ class Metrics:
         self.polled_tickets = Counter(
             f"{p}_polled_tickets_total", "Tickets found by polls and sweeps.", ["kind"], registry=r
         )
-        self.overrides = Counter(
-            f"{p}_overrides_total",
-            "Triage decisions that agents changed afterwards, by head.",
-            ["head"],
-            registry=r,
-        )
         self.model_info = Gauge(
             f"{p}_model_info", "The loaded model (value is always 1).", ["version"], registry=r
         )

@@ -215,9 +215,15 @@ def pod_specs(objects: list[tuple[str, Manifest]]) -> Iterator[tuple[Manifest, M
         yield manifest, manifest["spec"]
 
 
+def config_map(objects: list[tuple[str, Manifest]]) -> Manifest:
+    """The ConfigMap holding the service's config.yaml (the dashboard has its own)."""
+    (configmap,) = [m for m in of_kind(objects, "ConfigMap") if "config.yaml" in m["data"]]
+    return configmap
+
+
 def config_file(objects: list[tuple[str, Manifest]]) -> dict[str, Any]:
     """The service's settings as the ConfigMap hands them over."""
-    (configmap,) = of_kind(objects, "ConfigMap")
+    configmap = config_map(objects)
     loaded: dict[str, Any] = yaml.safe_load(configmap["data"]["config.yaml"]) or {}
     return loaded
 
@@ -415,7 +421,7 @@ def service_settings(
     (container,) = spec["containers"]
     mounts = {m["name"]: m["mountPath"] for m in container.get("volumeMounts", [])}
     volumes = {v["name"]: v for v in spec.get("volumes", [])}
-    (configmap,) = of_kind(objects, "ConfigMap")
+    configmap = config_map(objects)
     with tempfile.TemporaryDirectory() as scratch:
         relocated: dict[str, str] = {}
         for name, volume in volumes.items():

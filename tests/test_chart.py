@@ -499,3 +499,31 @@ def test_long_release_names_stay_within_kubernetes_limits() -> None:
 def test_notes_name_the_webhook_url_of_the_configured_helpdesk() -> None:
     notes = check_chart.render_notes({"config": {"helpdesk": "znuny"}})
     assert "http://triage-helpdesk-triage.helpdesk.svc:8080/webhooks/znuny" in notes
+
+
+def test_the_dashboard_ships_in_the_chart_and_names_only_metrics_the_service_exports() -> None:
+    import json
+
+    from connector.metrics import Metrics
+
+    objects = render({"grafanaDashboard": {"enabled": True}})
+    dashboards = [
+        m
+        for _, m in objects
+        if m["kind"] == "ConfigMap" and m["metadata"]["name"].endswith("-dashboard")
+    ]
+    (configmap,) = dashboards
+    assert configmap["metadata"]["labels"]["grafana_dashboard"] == "1"
+    dashboard = json.loads(configmap["data"]["helpdesk-triage.json"])
+    assert dashboard == json.loads((CHART / "dashboards" / "helpdesk-triage.json").read_text())
+    exprs = [target["expr"] for panel in dashboard["panels"] for target in panel.get("targets", [])]
+    assert len(exprs) >= 20
+    metrics = Metrics()
+    metrics.preinitialise("zammad", ["queue"])
+    suffixes = ("", "_total", "_bucket", "_sum", "_count")
+    exported = {
+        family.name + suffix for family in metrics.registry.collect() for suffix in suffixes
+    }
+    named = {name for expr in exprs for name in re.findall(r"helpdesk_triage_\w+", expr)}
+    assert named and not named - exported, f"not exported: {sorted(named - exported)}"
+    assert not [m for _, m in render() if m["metadata"]["name"].endswith("-dashboard")]
