@@ -385,6 +385,23 @@ class TestScripts:
         assert results["onnx"]["single"]["p50_ms"] > 0
         assert results["memory"]["rss_mb"] > 10
         assert results["threads"]["onnxruntime_intra_op"] == 1
+        assert "torch_same_model" in results  # a train.py model is rebuilt in PyTorch
+
+    def test_benchmark_runs_on_the_bundled_encoder_model(self, tmp_path: Path) -> None:
+        from connector.config import BUNDLED_MODEL
+
+        tickets = self.slice_csv(DATA / "tickets" / "test.csv", tmp_path / "t.csv", 20)
+        code = benchmark_classifier.main(
+            [
+                "--model", str(BUNDLED_MODEL), "--tickets", str(tickets), "--count", "20",
+                "--single-runs", "20", "--batch-repeats", "1", "--skip-bert", "--threads", "1",
+                "--output", str(tmp_path / "bench"),
+            ]
+        )  # fmt: skip
+        assert code == 0
+        results = json.loads((tmp_path / "bench" / "benchmark.json").read_text())
+        assert results["onnx"]["batch"]["tickets_per_second"] > 0
+        assert "torch_same_model" not in results  # no architecture to rebuild: skipped, said so
 
 
 class TestBaselineVariants:
