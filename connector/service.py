@@ -82,11 +82,7 @@ class Service:
         )
         self.breaker.on_change(self._on_circuit_change)
         self.adapter = adapter or build_adapter(settings, self.metrics, breaker=self.breaker)
-        self.classifier = classifier or Classifier.load(
-            settings.model.path,
-            threads=settings.model.threads or cpu_limit(),
-            spin_wait=settings.model.spin_wait,
-        )
+        self.classifier = classifier or self._load_classifier(settings.model.path)
         self.predictor = Predictor(self.classifier, settings.policy)
         self.health.model_loaded()
         self.metrics.model_info.labels(version=self.classifier.version).set(1)
@@ -155,16 +151,19 @@ class Service:
             [TextInput(t.subject, t.body, t.content_type) for t in tickets]
         )
 
+    def _load_classifier(self, path: Path) -> Classifier:
+        model = self.settings.model
+        return Classifier.load(
+            path, threads=model.threads or cpu_limit(), spin_wait=model.spin_wait
+        )
+
     def swap_model(self, path: Path) -> None:
         """Serve the model at ``path`` from the next batch on, once it has passed every check.
 
         Raises (ModelError, ConfigError, HelpdeskError) without changing anything
         when the model cannot be loaded or does not fit the policy or the helpdesk.
         """
-        model = self.settings.model
-        classifier = Classifier.load(
-            path, threads=model.threads or cpu_limit(), spin_wait=model.spin_wait
-        )
+        classifier = self._load_classifier(path)
         predictor = Predictor(classifier, self.settings.policy)
         self.policy.validate(predictor.labels, self.adapter.queues(), self.adapter.priorities())
         drafts = DraftWriter(self.settings.drafts, _embedder(classifier))

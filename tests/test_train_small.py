@@ -371,17 +371,22 @@ class TestScripts:
         assert "_predicted" not in json.dumps(report)
         assert '"_confidence"' not in json.dumps(report)
 
-    def test_benchmark_runs_and_reports(self, small_model: Path, tmp_path: Path) -> None:
+    def benchmark(self, model: Path, tmp_path: Path) -> dict[str, Any]:
+        """A short benchmark_classifier.py run on 20 test tickets; its JSON results."""
         tickets = self.slice_csv(DATA / "tickets" / "test.csv", tmp_path / "t.csv", 20)
         code = benchmark_classifier.main(
             [
-                "--model", str(small_model), "--tickets", str(tickets), "--count", "20",
+                "--model", str(model), "--tickets", str(tickets), "--count", "20",
                 "--single-runs", "20", "--batch-repeats", "1", "--skip-bert", "--threads", "1",
                 "--output", str(tmp_path / "bench"),
             ]
         )  # fmt: skip
         assert code == 0
-        results = json.loads((tmp_path / "bench" / "benchmark.json").read_text())
+        results: dict[str, Any] = json.loads((tmp_path / "bench" / "benchmark.json").read_text())
+        return results
+
+    def test_benchmark_runs_and_reports(self, small_model: Path, tmp_path: Path) -> None:
+        results = self.benchmark(small_model, tmp_path)
         assert results["onnx"]["single"]["p50_ms"] > 0
         assert results["memory"]["rss_mb"] > 10
         assert results["threads"]["onnxruntime_intra_op"] == 1
@@ -390,16 +395,7 @@ class TestScripts:
     def test_benchmark_runs_on_the_bundled_encoder_model(self, tmp_path: Path) -> None:
         from connector.config import BUNDLED_MODEL
 
-        tickets = self.slice_csv(DATA / "tickets" / "test.csv", tmp_path / "t.csv", 20)
-        code = benchmark_classifier.main(
-            [
-                "--model", str(BUNDLED_MODEL), "--tickets", str(tickets), "--count", "20",
-                "--single-runs", "20", "--batch-repeats", "1", "--skip-bert", "--threads", "1",
-                "--output", str(tmp_path / "bench"),
-            ]
-        )  # fmt: skip
-        assert code == 0
-        results = json.loads((tmp_path / "bench" / "benchmark.json").read_text())
+        results = self.benchmark(BUNDLED_MODEL, tmp_path)
         assert results["onnx"]["batch"]["tickets_per_second"] > 0
         assert "torch_same_model" not in results  # no architecture to rebuild: skipped, said so
 
